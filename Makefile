@@ -1,0 +1,34 @@
+# Set-up and entry points. `make train` and `make test` work on a fresh machine
+# with nothing but Python 3.11: they create .venv and install everything first.
+PYTHON ?= python3
+VENV ?= .venv
+# torch is installed before the package so that a pinned CPU wheel is used;
+# override for a CUDA build, e.g. make test TORCH="torch==2.13.0 --index-url ..."
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+train: install
+	$(BIN)/ippo train env=speaker_listener $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q tests
+
+lint: install
+	$(BIN)/ruff check ippo_cli tests benchmarks
+
+bench: install
+	$(BIN)/python -m benchmarks.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+from ippo_cli.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""The `ippo` command: `ippo train ...` and `ippo eval ...`, both Hydra applications.
+
+Before Hydra starts a run, the overrides are composed and checked here, so that a bad
+value fails with one line naming it, before any run directory, env or worker exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from ippo_cli.config import ConfigError, register_configs, validate_train
+from ippo_cli.paths import CONF_DIR
+
+log = logging.getLogger("ippo")
+
+USAGE = """usage: ippo <command> [overrides ...]
+
+commands:
+  train   train IPPO agents          ippo train env=speaker_listener seed=1
+  eval    evaluate a checkpoint      ippo eval ckpt=outputs/train/.../checkpoints/last.pt
+
+`ippo <command> --help` lists config groups and options."""
+
+GROUPS = ("env", "network", "algorithm", "hardware", "logger")
+# Hydra flags that print or inspect instead of running: skip the pre-flight for them.
+INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
+              "-sc", "--version"}
+MAX_PREFLIGHT_COMBINATIONS = 256
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, args = argv[0], argv[1:]
+    apps = {"train": _train_app, "eval": _eval_app}
+    if command not in apps:
+        _fail(f"unknown command '{command}'; known: {', '.join(apps)}")
+    register_configs()
+    try:
+        if not INFO_FLAGS.intersection(args):
+            preflight(command, args)
+    except UserError as exc:
+        _fail(str(exc))
+    sys.argv = [f"ippo {command}", *args]
+    apps[command]()
+
+
+def _fail(message: str, status: int = 2) -> None:
+    print(f"ippo: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+# ------------------------------------------------------------------ pre-flight
+def preflight(command: str, args: list[str]) -> None:
+    """Compose every override combination and validate it; raise UserError on the first
+    problem."""
+    overrides = [a for a in args if not a.startswith("-")]
+    unknown_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
+    if unknown_flags:
+        raise UserError(f"unknown option '{unknown_flags[0]}'; see `ippo {command} --help`")
+    for combo in expand_sweeps(overrides):
+        cfg = compose_config(command, combo)
+        if command == "train":
+            _check_train(cfg)
+
+
+def expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """Every combination of a sweep (``key=a,b``) as a plain list of overrides."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise UserError(_first_line(str(exc))) from None
+    choices = []
+    for o in parsed:
+        if o.key_or_group.startswith("hydra"):
+            continue
+        if not o.is_sweep_override():
+            choices.append([o.input_line])
+        elif not o.is_interval_sweep():  # intervals are sampled by the sweeper itself
+            key = o.get_key_element()
+            choices.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+    combos = [list(c) for c in itertools.product(*choices)]
+    return combos[:MAX_PREFLIGHT_COMBINATIONS]
+
+
+def compose_config(command: str, overrides: list[str]) -> DictConfig:
+    """Compose the config as Hydra will, turning composition errors into one line."""
+    for o in overrides:
+        group, _, value = o.lstrip("+~").partition("=")
+        if group in GROUPS and value:
+            known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+            if value not in known:
+                raise UserError(f"unknown {group} '{value}'; known: {', '.join(known)}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=command, overrides=overrides)
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            return cfg
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(describe_config_error(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def describe_config_error(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error, naming the key."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt in chain:
+            break
+        chain.append(nxt)
+    for err in chain:
+        if isinstance(err, ConfigKeyError) and getattr(err, "full_key", None):
+            parent = err.full_key.rpartition(".")[0]
+            return f"unknown key '{err.full_key}'" + (
+                f" in '{parent}'; check the spelling" if parent else "; check the spelling"
+            )
+        if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+            if "Missing mandatory value" in str(err):
+                return f"'{err.full_key}' must be set (e.g. {err.full_key}=...)"
+            msg = _first_line(getattr(err, "msg", None) or str(err))
+            return f"bad value for '{err.full_key}': {msg}"
+    return _first_line(str(exc))
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else "invalid configuration"
+
+
+def _check_train(cfg: DictConfig) -> None:
+    from ippo_cli.envs.factory import EnvConfigError, env_fn
+    from ippo_cli.trainer import resolve_device
+
+    try:
+        validate_train(cfg)
+        resolve_device(cfg.hardware.device)
+    except (ConfigError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        env = env_fn(cfg.env)()
+    except EnvConfigError as exc:
+        raise UserError(str(exc)) from None
+    except TypeError as exc:
+        raise UserError(f"env.kwargs rejected by {cfg.env.factory}: {exc}") from None
+    env.close()
+
+
+# ------------------------------------------------------------------ train
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _train_app(cfg: DictConfig) -> float | None:
+    from ippo_cli.trainer import Trainer
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer = Trainer(cfg, run_dir)
+    summary = trainer.run()
+    _print_train_summary(summary)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        print(f"interrupted: saved {run_dir / 'checkpoints' / 'last.pt'}", file=sys.stderr)
+        raise SystemExit(130)
+    return summary["final_eval"]
+
+
+def _print_train_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    table = Table(title="ippo train", show_header=False)
+    table.add_row("env steps", f"{summary['env_steps']:,}")
+    table.add_row("wall time", f"{summary['wall_time']:.1f} s")
+    table.add_row("final eval return", fmt(summary["final_eval"]))
+    table.add_row("best eval return", fmt(summary["best_eval"]))
+    table.add_row("run directory", summary["run_dir"])
+    Console().print(table)
+
+
+# ------------------------------------------------------------------- eval
+@hydra.main(config_path=str(CONF_DIR), config_name="eval", version_base="1.3")
+def _eval_app(cfg: DictConfig) -> None:
+    from ippo_cli.checkpoint import CheckpointError
+    from ippo_cli.evaluate import evaluate_checkpoint
+
+    try:
+        evaluate_checkpoint(cfg)
+    except (CheckpointError, UserError, ValueError) as exc:
+        _fail(str(exc))

@@ -1,0 +1,163 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Each config group (env, network, algorithm, hardware, logger) has a dataclass schema,
+so Hydra rejects an unknown key or a wrongly typed value and names the key. Range
+checks that a type cannot express live in :func:`validate_train`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class WrapperConfig:
+    """A wrapper applied to each env: ``factory(env, **kwargs)``."""
+
+    factory: str = MISSING
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvConfig:
+    name: str = MISSING
+    # Dotted path to a callable returning a PettingZoo ParallelEnv, e.g.
+    # mpe2.simple_spread_v3.parallel_env
+    factory: str = MISSING
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    wrappers: list[WrapperConfig] = field(default_factory=list)
+    num_envs: int = 8
+
+
+@dataclass
+class MLPConfig:
+    hidden_size: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "ReLU"
+    layer_norm: bool = True
+
+
+@dataclass
+class HeadConfig:
+    hidden_size: list[int] = field(default_factory=lambda: [64])
+    activation: str = "ReLU"
+    layer_norm: bool = True
+
+
+@dataclass
+class NetworkConfig:
+    """The reference's net_config."""
+
+    encoder_config: MLPConfig = field(default_factory=MLPConfig)
+    head_config: HeadConfig = field(default_factory=HeadConfig)
+    latent_dim: int = 64
+    squash_output: bool = False
+
+
+@dataclass
+class AlgorithmConfig:
+    """Every hyperparameter of the reference's IPPO, with its defaults, plus total_steps."""
+
+    batch_size: int = 64
+    lr: float = 1e-4
+    learn_step: int = 2048
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    action_std_init: float = 0.0
+    clip_coef: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    normalize_images: bool = True
+    update_epochs: int = 4
+    action_batch_size: int | None = None
+    torch_compiler: str | None = None
+    total_steps: int = 500_000
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    torch_threads: int = 1  # 0 = torch's default
+    vec_env: str = "async"  # async | sync
+    num_workers: int | None = None  # async workers; null = min(cores, num_envs)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "ippo"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = MISSING
+    network: NetworkConfig = MISSING
+    algorithm: AlgorithmConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    eval_every: int = 50_000  # env steps between evaluations (0 = only at the end)
+    eval_episodes: int = 10
+    checkpoint_every: int = 100_000  # env steps between checkpoints (0 = only last.pt)
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    ckpt: str = MISSING
+    episodes: int = 10
+    deterministic: bool = True
+    render: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    fps: int = 10
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message names the key, the value and the rule."""
+
+
+def validate_train(cfg: Any) -> None:
+    """Range checks that run before any env starts."""
+
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={value} is invalid: {rule}")
+
+    a, e, h = cfg.algorithm, cfg.env, cfg.hardware
+    need(a.lr > 0, "algorithm.lr", a.lr, "must be > 0")
+    need(a.batch_size >= 1, "algorithm.batch_size", a.batch_size, "must be >= 1")
+    need(a.learn_step >= 1, "algorithm.learn_step", a.learn_step, "must be >= 1")
+    need(a.update_epochs >= 1, "algorithm.update_epochs", a.update_epochs, "must be >= 1")
+    need(0 <= a.gamma <= 1, "algorithm.gamma", a.gamma, "must be in [0, 1]")
+    need(0 <= a.gae_lambda <= 1, "algorithm.gae_lambda", a.gae_lambda, "must be in [0, 1]")
+    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
+        need(a[name] >= 0, f"algorithm.{name}", a[name], "must be >= 0")
+    need(a.total_steps >= 1, "algorithm.total_steps", a.total_steps, "must be >= 1")
+    need(e.num_envs >= 1, "env.num_envs", e.num_envs, "must be >= 1")
+    need(h.vec_env in ("async", "sync"), "hardware.vec_env", h.vec_env, "use async or sync")
+    need(h.num_workers is None or h.num_workers >= 1, "hardware.num_workers", h.num_workers,
+         "must be null or >= 1")
+    need(h.torch_threads >= 0, "hardware.torch_threads", h.torch_threads, "must be >= 0")
+    need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind,
+         "use wandb or none")
+    need(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
+         "use offline, online or disabled")
+    need(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
+    need(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
+    need(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, "must be >= 0")

@@ -1,0 +1,1 @@
+"""Environments: factories for PettingZoo ParallelEnvs and vector envs over them."""

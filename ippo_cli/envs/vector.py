@@ -1,0 +1,596 @@
+"""Vectorised PettingZoo ParallelEnvs with same-step autoreset.
+
+``SyncVecEnv`` steps every env in-process; ``AsyncVecEnv`` gives each worker process a
+contiguous slice of the envs. Both run the same ``_EnvRunner`` code on identically laid-out
+buffers (shared memory for async), so their outputs are bit-identical.
+
+Outputs are dicts keyed by every agent of ``possible_agents``, batched over envs. Rewards and
+dones are float32 with NaN where the agent was absent from that env's step; observations are
+zeros where the agent is inactive; ``infos[agent]`` holds ``active``, ``final_obs``,
+``_final_obs`` and the env's own info keys collated gymnasium-style (``key`` + ``_key`` mask).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+EnvFn = Callable[[], ParallelEnv]
+# (env index, {agent: non-empty info dict}) for the envs that reported something.
+EnvInfos = list[tuple[int, dict[str, dict[str, Any]]]]
+
+_RESERVED_INFO_KEYS = ("active", "final_obs", "_final_obs")
+_ALIGN = 64
+
+
+def _storage(space: spaces.Space, agent: str, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Per-env (shape, dtype) used to store a value of ``space``."""
+    if isinstance(space, spaces.Discrete):
+        return (), np.dtype(np.int64)
+    if isinstance(space, spaces.MultiDiscrete | spaces.MultiBinary | spaces.Box):
+        return tuple(space.shape), np.dtype(space.dtype)
+    raise NotImplementedError(f"{what} space {space} of agent {agent!r} is not supported yet")
+
+
+def _action_converter(space: spaces.Space) -> Callable[[np.ndarray], Any]:
+    """Turn a float64 action row into what the env expects (always a fresh object)."""
+    if isinstance(space, spaces.Discrete):
+        return int
+    if isinstance(space, spaces.Box):
+        dtype = np.dtype(space.dtype)
+        return lambda row: row.astype(dtype)
+    return lambda row: row.astype(np.int64)
+
+
+class _Layout:
+    """Byte layout of every batched buffer, shared by the parent and the async workers."""
+
+    FIELDS = ("obs", "final_obs", "has_final", "reward", "term", "trunc", "active", "action")
+
+    def __init__(
+        self,
+        agents: Sequence[str],
+        obs_spaces: dict[str, spaces.Space],
+        act_spaces: dict[str, spaces.Space],
+        num_envs: int,
+    ) -> None:
+        self.entries: list[tuple[str, str, int, tuple[int, ...], np.dtype]] = []
+        offset = 0
+        for agent in agents:
+            obs_shape, obs_dtype = _storage(obs_spaces[agent], agent, "observation")
+            act_shape, _ = _storage(act_spaces[agent], agent, "action")
+            per_env = {
+                "obs": (obs_shape, obs_dtype),
+                "final_obs": (obs_shape, obs_dtype),
+                "has_final": ((), np.dtype(bool)),
+                "reward": ((), np.dtype(np.float32)),
+                "term": ((), np.dtype(np.float32)),
+                "trunc": ((), np.dtype(np.float32)),
+                "active": ((), np.dtype(bool)),
+                # float64 holds every int action exactly and keeps NaN ("no action") rows.
+                "action": (act_shape, np.dtype(np.float64)),
+            }
+            for field in self.FIELDS:
+                shape, dtype = per_env[field]
+                full = (num_envs, *shape)
+                self.entries.append((field, agent, offset, full, dtype))
+                nbytes = int(np.prod(full)) * dtype.itemsize
+                offset += -(-nbytes // _ALIGN) * _ALIGN
+        self.nbytes = max(offset, _ALIGN)
+
+    def views(self, memory: Any, start: int = 0, stop: int | None = None) -> dict[str, dict]:
+        """``{field: {agent: array}}`` views into ``memory``, restricted to envs [start, stop)."""
+        raw = np.frombuffer(memory, dtype=np.uint8, count=self.nbytes)
+        out: dict[str, dict[str, np.ndarray]] = {field: {} for field in self.FIELDS}
+        for field, agent, offset, shape, dtype in self.entries:
+            count = int(np.prod(shape)) * dtype.itemsize
+            arr = raw[offset : offset + count].view(dtype).reshape(shape)
+            out[field][agent] = arr[start:stop]
+        return out
+
+
+class _EnvRunner:
+    """Steps a list of envs and writes their results into (possibly shared) buffers."""
+
+    def __init__(
+        self,
+        envs: list[ParallelEnv],
+        agents: list[str],
+        obs_spaces: dict[str, spaces.Space],
+        act_spaces: dict[str, spaces.Space],
+        bufs: dict[str, dict[str, np.ndarray]],
+        offset: int = 0,
+    ) -> None:
+        for i, env in enumerate(envs):
+            if list(env.possible_agents) != agents:
+                raise ValueError(
+                    f"env {offset + i} has possible_agents {env.possible_agents}, expected {agents}"
+                )
+        self.envs = envs
+        self.agents = agents
+        self.bufs = bufs
+        self.offset = offset
+        self.convert = {a: _action_converter(act_spaces[a]) for a in agents}
+        self.current = 0  # env being processed, so a worker can name it in error reports
+
+    def _write_obs(self, e: int, env: ParallelEnv, obs: dict[str, Any]) -> None:
+        alive = set(env.agents)
+        for a in self.agents:
+            active = a in alive and a in obs
+            self.bufs["active"][a][e] = a in alive
+            if active:
+                self.bufs["obs"][a][e] = obs[a]
+            else:
+                self.bufs["obs"][a][e] = 0
+
+    @staticmethod
+    def _keep_info(info: dict, agents: list[str]) -> dict[str, dict[str, Any]]:
+        return {a: d for a, d in info.items() if a in agents and d}
+
+    def reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+        for a in self.agents:
+            self.bufs["final_obs"][a][:] = 0
+            self.bufs["has_final"][a][:] = False
+        infos: EnvInfos = []
+        for e, env in enumerate(self.envs):
+            self.current = e
+            obs, info = env.reset(seed=seeds[e], options=options)
+            self._write_obs(e, env, obs)
+            if kept := self._keep_info(info, self.agents):
+                infos.append((self.offset + e, kept))
+        return infos
+
+    def step(self) -> EnvInfos:
+        b = self.bufs
+        # Rewrite every output row, so nothing stale survives from an earlier step.
+        for a in self.agents:
+            b["reward"][a][:] = np.nan
+            b["term"][a][:] = np.nan
+            b["trunc"][a][:] = np.nan
+            b["final_obs"][a][:] = 0
+            b["has_final"][a][:] = False
+        infos: EnvInfos = []
+        for e, env in enumerate(self.envs):
+            self.current = e
+            actions = {}
+            for a in env.agents:
+                row = b["action"][a][e]
+                if not np.isnan(row).all():
+                    actions[a] = self.convert[a](row)
+            obs, rew, term, trunc, info = env.step(actions)
+            all_done = True
+            for a in self.agents:
+                if a not in rew:
+                    continue
+                terminated, truncated = bool(term.get(a, False)), bool(trunc.get(a, False))
+                b["reward"][a][e] = rew[a]
+                b["term"][a][e] = terminated
+                b["trunc"][a][e] = truncated
+                if terminated or truncated:
+                    if a in obs:
+                        b["final_obs"][a][e] = obs[a]
+                        b["has_final"][a][e] = True
+                else:
+                    all_done = False
+            if all_done or not env.agents:
+                # Seed None: the env continues its own RNG stream.
+                obs, _ = env.reset(seed=None)
+            self._write_obs(e, env, obs)
+            # The step's info (not the reset's) so nothing the episode ended with is lost.
+            if kept := self._keep_info(info, self.agents):
+                infos.append((self.offset + e, kept))
+        return infos
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _collate_value(out: dict[str, Any], key: str, e: int, value: Any, num_envs: int) -> None:
+    arr = out.get(key)
+    if arr is None:
+        if isinstance(value, bool | int | float | np.number | np.bool_ | np.ndarray) and (
+            np.asarray(value).dtype.kind in "biufc"
+        ):
+            value_arr = np.asarray(value)
+            arr = np.zeros((num_envs, *value_arr.shape), dtype=value_arr.dtype)
+        else:
+            arr = np.full(num_envs, None, dtype=object)
+        out[key] = arr
+        out["_" + key] = np.zeros(num_envs, dtype=bool)
+    try:
+        arr[e] = value
+    except (ValueError, TypeError):
+        # A value that does not fit the first one's shape/dtype: degrade to per-env objects.
+        obj = np.empty(num_envs, dtype=object)
+        for i, row in enumerate(arr):
+            obj[i] = row
+        obj[e] = value
+        out[key] = obj
+    out["_" + key][e] = True
+
+
+class _BaseVecEnv:
+    """Parent-side logic shared by both vector envs: API, action packing, output copies."""
+
+    num_envs: int
+    possible_agents: list[str]
+    agents: list[str]
+    observation_spaces: dict[str, spaces.Space]
+    action_spaces: dict[str, spaces.Space]
+    closed: bool = True
+
+    def _setup(self, env: ParallelEnv, num_envs: int) -> None:
+        if num_envs < 1:
+            raise ValueError("env_fns must not be empty")
+        self.num_envs = num_envs
+        self.possible_agents = list(env.possible_agents)
+        self.agents = list(self.possible_agents)
+        self.observation_spaces = {a: env.observation_space(a) for a in self.agents}
+        self.action_spaces = {a: env.action_space(a) for a in self.agents}
+        self._layout = _Layout(self.agents, self.observation_spaces, self.action_spaces, num_envs)
+        self._needs_reset = True
+
+    def single_observation_space(self, agent: str) -> spaces.Space:
+        """Observation space of ``agent`` in one env."""
+        return self.observation_spaces[agent]
+
+    def single_action_space(self, agent: str) -> spaces.Space:
+        """Action space of ``agent`` in one env."""
+        return self.action_spaces[agent]
+
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        return seeds
+
+    def _write_actions(self, actions: dict[str, np.ndarray]) -> None:
+        if self.closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        unknown = set(actions) - set(self.possible_agents)
+        if unknown:
+            raise KeyError(f"actions for unknown agents {sorted(unknown)}")
+        for a in self.possible_agents:
+            buf = self._bufs["action"][a]
+            if a not in actions:
+                if self._bufs["active"][a].any():
+                    raise KeyError(f"missing actions for alive agent {a!r}")
+                buf[:] = np.nan
+                continue
+            act = np.asarray(actions[a])
+            if act.shape != buf.shape:
+                raise ValueError(f"actions[{a!r}] has shape {act.shape}, expected {buf.shape}")
+            buf[:] = act
+
+    def _outputs(self, env_infos: EnvInfos) -> dict[str, dict[str, Any]]:
+        b = self._bufs
+        infos: dict[str, dict[str, Any]] = {
+            a: {
+                "active": b["active"][a].copy(),
+                "final_obs": b["final_obs"][a],
+                "_final_obs": b["has_final"][a].copy(),
+            }
+            for a in self.possible_agents
+        }
+        for e, info in env_infos:
+            for a, d in info.items():
+                for key, value in d.items():
+                    if value is not None and key not in _RESERVED_INFO_KEYS:
+                        _collate_value(infos[a], key, e, value, self.num_envs)
+        return infos
+
+    def _obs_copy(self) -> dict[str, np.ndarray]:
+        return {a: self._bufs["obs"][a].copy() for a in self.possible_agents}
+
+    def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+        raise NotImplementedError
+
+    def _step(self) -> EnvInfos:
+        raise NotImplementedError
+
+    def reset(
+        self, seed: int | Sequence[int] | None = None, options: dict | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Reset every env; an int seed gives env i the seed ``seed + i``."""
+        if self.closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        env_infos = self._reset(self._seeds(seed), options)
+        self._needs_reset = False
+        return self._obs_copy(), self._outputs(env_infos)
+
+    def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ...]:
+        """Step every env with ``actions[agent]`` of shape ``(num_envs, *action_shape)``.
+
+        Returns ``(obs, rewards, terminations, truncations, infos)``; finished envs are reset
+        in the same call (their ``obs`` come from the reset, ``final_obs`` from the step).
+        """
+        self._write_actions(actions)
+        env_infos = self._step()
+        b = self._bufs
+        agents = self.possible_agents
+        return (
+            self._obs_copy(),
+            {a: b["reward"][a].copy() for a in agents},
+            {a: b["term"][a].copy() for a in agents},
+            {a: b["trunc"][a].copy() for a in agents},
+            self._outputs(env_infos),
+        )
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class SyncVecEnv(_BaseVecEnv):
+    """Steps all envs sequentially in the calling process."""
+
+    def __init__(self, env_fns: Sequence[EnvFn]) -> None:
+        envs = [fn() for fn in env_fns]
+        if not envs:
+            raise ValueError("env_fns must not be empty")
+        self._setup(envs[0], len(envs))
+        self._memory = bytearray(self._layout.nbytes)
+        self._bufs = self._layout.views(self._memory)
+        self._runner = _EnvRunner(
+            envs, self.agents, self.observation_spaces, self.action_spaces, self._bufs
+        )
+        self.envs = envs
+        self.closed = False
+
+    def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+        return self._runner.reset(seeds, options)
+
+    def _step(self) -> EnvInfos:
+        return self._runner.step()
+
+    def close(self) -> None:
+        """Close every env (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._runner.close()
+
+
+def _worker(
+    index: int,
+    env_fns: list[EnvFn],
+    start: int,
+    pipe: Connection,
+    parent_pipe: Connection | None,
+    memory: Any,
+    layout: _Layout,
+    agents: list[str],
+    obs_spaces: dict[str, spaces.Space],
+    act_spaces: dict[str, spaces.Space],
+) -> None:
+    # Ctrl-C goes to the whole process group; the parent handles it and closes us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pipe is not None:
+        parent_pipe.close()
+    envs: list[ParallelEnv] = []
+
+    def error(exc: BaseException, env: int) -> tuple[str, Any]:
+        msg = " ".join(str(exc).splitlines())
+        return "error", (start + env, f"{type(exc).__name__}: {msg}", traceback.format_exc())
+
+    try:
+        for fn in env_fns:
+            envs.append(fn())
+        bufs = layout.views(memory, start, start + len(envs))
+        runner = _EnvRunner(envs, agents, obs_spaces, act_spaces, bufs, offset=start)
+        pipe.send(("ok", None))
+    except Exception as exc:
+        pipe.send(error(exc, min(len(envs), len(env_fns) - 1)))
+        return
+    while True:
+        try:
+            cmd, data = pipe.recv()
+        except (EOFError, OSError):
+            break  # parent is gone
+        try:
+            if cmd == "step":
+                infos = runner.step()
+                pipe.send(("ok", infos or None))
+            elif cmd == "reset":
+                pipe.send(("ok", runner.reset(*data) or None))
+            elif cmd == "close":
+                runner.close()
+                pipe.send(("ok", None))
+                break
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except Exception as exc:
+            pipe.send(error(exc, runner.current))
+
+
+class WorkerError(RuntimeError):
+    """An env or worker failure in ``AsyncVecEnv``; ``worker_traceback`` holds the remote trace."""
+
+    def __init__(self, message: str, worker_traceback: str = "") -> None:
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
+
+
+class AsyncVecEnv(_BaseVecEnv):
+    """Steps contiguous slices of the envs in daemon worker processes over shared memory.
+
+    Per call only a tiny command/reply crosses each worker's pipe (plus infos, when an env in
+    the slice reported any); observations, rewards, dones and actions live in shared memory.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[EnvFn],
+        num_workers: int | None = None,
+        context: str = "fork",
+        timeout: float = 60.0,
+    ) -> None:
+        env_fns = list(env_fns)
+        if not env_fns:
+            raise ValueError("env_fns must not be empty")
+        probe = env_fns[0]()
+        try:
+            self._setup(probe, len(env_fns))
+        finally:
+            probe.close()
+        n = self.num_envs
+        workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+        self.num_workers = max(1, min(int(workers), n))
+        self.timeout = float(timeout)
+        ctx = mp.get_context(context)
+        self._memory = ctx.RawArray("B", self._layout.nbytes)
+        self._bufs = self._layout.views(self._memory)
+        w = self.num_workers
+        self._slices = [(i * n // w, (i + 1) * n // w) for i in range(w)]
+        self._pipes: list[Connection] = []
+        self._procs: list[mp.process.BaseProcess] = []
+        self._failed = False
+        self.closed = False
+        try:
+            for i, (start, stop) in enumerate(self._slices):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=_worker,
+                    name=f"AsyncVecEnv-worker-{i}",
+                    args=(
+                        i,
+                        env_fns[start:stop],
+                        start,
+                        child,
+                        parent,
+                        self._memory,
+                        self._layout,
+                        self.agents,
+                        self.observation_spaces,
+                        self.action_spaces,
+                    ),
+                    daemon=True,
+                )
+                proc.start()
+                # Closing our copy of the child end lets recv() see EOF if the worker dies.
+                child.close()
+                self._pipes.append(parent)
+                self._procs.append(proc)
+            self._gather()
+        except BaseException:
+            self.close()
+            raise
+
+    def _describe(self, i: int) -> str:
+        start, stop = self._slices[i]
+        return f"worker {i} (envs {start}..{stop - 1})"
+
+    def _send(self, command: str, per_worker: list[Any] | None = None) -> None:
+        if self._failed:
+            raise RuntimeError("AsyncVecEnv is unusable after a worker error; close it")
+        for i, pipe in enumerate(self._pipes):
+            try:
+                pipe.send((command, per_worker[i] if per_worker is not None else None))
+            except OSError as exc:
+                self._failed = True
+                raise WorkerError(f"{self._describe(i)} died ({exc})") from None
+
+    def _gather(self) -> EnvInfos:
+        # Until every reply is in, the pipes are out of sync (also on Ctrl-C): only close() is
+        # safe then, so the env counts as failed until this returns normally.
+        self._failed = True
+        deadline = time.monotonic() + self.timeout
+        infos: EnvInfos = []
+        first_error: WorkerError | None = None
+        for i, pipe in enumerate(self._pipes):
+            try:
+                if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                    raise WorkerError(
+                        f"{self._describe(i)} did not answer within {self.timeout:g} s"
+                    )
+                status, data = pipe.recv()
+            except (EOFError, OSError):
+                self._procs[i].join(1.0)
+                code = self._procs[i].exitcode
+                first_error = first_error or WorkerError(
+                    f"{self._describe(i)} died (exit code {code})"
+                )
+                continue
+            except WorkerError as exc:
+                first_error = first_error or exc
+                continue
+            if status == "ok":
+                infos.extend(data or ())
+            else:
+                env, message, tb = data
+                first_error = first_error or WorkerError(f"env {env} raised {message}", tb)
+        if first_error is not None:
+            raise first_error
+        self._failed = False
+        return infos
+
+    def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+        self._send("reset", [(seeds[start:stop], options) for start, stop in self._slices])
+        return self._gather()
+
+    def _step(self) -> EnvInfos:
+        self._send("step")
+        return self._gather()
+
+    def close(self) -> None:
+        """Shut the workers down (terminating any that do not answer) and free shared memory."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self._failed:
+            try:
+                self._send("close")
+                self._gather()
+            except Exception:
+                pass
+        for proc in self._procs:
+            proc.join(0.0 if self._failed else 1.0)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(1.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for pipe in self._pipes:
+            pipe.close()
+        self._bufs = {}
+        self._memory = None
+
+
+def make_vec_env(
+    env_fns: Sequence[EnvFn], kind: str = "sync", num_workers: int | None = None, **kwargs: Any
+) -> SyncVecEnv | AsyncVecEnv:
+    """Build a ``"sync"`` or ``"async"`` vector env; extra kwargs go to ``AsyncVecEnv``."""
+    if kind == "sync":
+        return SyncVecEnv(env_fns)
+    if kind == "async":
+        return AsyncVecEnv(env_fns, num_workers=num_workers, **kwargs)
+    raise ValueError(f"unknown vector env kind {kind!r} (expected 'sync' or 'async')")

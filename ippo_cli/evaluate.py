@@ -1,0 +1,185 @@
+"""Run a policy for whole episodes on its own env: the evaluation used by `ippo train`
+(periodic evaluation, best.pt), by `ippo eval` and by ``IPPO.test``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ippo_cli import checkpoint
+from ippo_cli.checkpoint import CheckpointError
+
+if TYPE_CHECKING:
+    from ippo_cli.ippo import IPPO
+
+
+@dataclass
+class EvalResult:
+    """Per-episode returns of each agent, episode lengths, and frames if rendered."""
+
+    agent_ids: list[str]
+    groups: dict[str, list[str]]
+    returns: np.ndarray  # (episodes, agents)
+    lengths: np.ndarray  # (episodes,)
+    frames: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def summed(self) -> np.ndarray:
+        """Each episode's return summed over all agents."""
+        return self.returns.sum(axis=1)
+
+    def group_returns(self) -> dict[str, np.ndarray]:
+        """Each episode's return averaged over the agents of each group."""
+        index = {a: i for i, a in enumerate(self.agent_ids)}
+        return {
+            g: self.returns[:, [index[a] for a in agents]].mean(axis=1)
+            for g, agents in self.groups.items()
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Means and standard deviations as plain data (for eval.json and metrics)."""
+
+        def stats(x: np.ndarray) -> dict[str, float]:
+            return {"mean": float(np.mean(x)), "std": float(np.std(x))}
+
+        return {
+            "episodes": int(len(self.lengths)),
+            "return": stats(self.summed),
+            "groups": {g: stats(r) for g, r in self.group_returns().items()},
+            "agents": {a: stats(self.returns[:, i]) for i, a in enumerate(self.agent_ids)},
+            "episode_length": stats(self.lengths),
+        }
+
+
+def run_episodes(
+    agent: IPPO,
+    env: Any,
+    episodes: int,
+    deterministic: bool = True,
+    seed: int | None = None,
+    render: bool = False,
+    max_steps: int | None = None,
+) -> EvalResult:
+    """Play ``episodes`` episodes of a PettingZoo ParallelEnv with ``agent``.
+
+    Episode ``i`` is reset with ``seed + i`` (when a seed is given), so repeated
+    evaluations see the same starts. With ``render`` the frames of the first episode
+    are kept. The agent's training mode is restored afterwards.
+    """
+    was_training = agent.training
+    agent.set_training_mode(False)
+    returns = np.zeros((episodes, len(agent.agent_ids)))
+    lengths = np.zeros(episodes, dtype=np.int64)
+    index = {a: i for i, a in enumerate(agent.agent_ids)}
+    frames: list[np.ndarray] = []
+    try:
+        for ep in range(episodes):
+            obs, infos = env.reset(seed=None if seed is None else seed + ep)
+            keep_frames = render and ep == 0
+            if keep_frames:
+                frames.append(env.render())
+            while env.agents and (max_steps is None or lengths[ep] < max_steps):
+                live = [a for a in env.agents if a in obs]
+                action, *_ = agent.get_action(
+                    {a: obs[a] for a in live}, infos, deterministic=deterministic
+                )
+                obs, rewards, _, _, infos = env.step({a: action[a] for a in live})
+                for a, r in rewards.items():
+                    returns[ep, index[a]] += float(r)
+                lengths[ep] += 1
+                if keep_frames:
+                    frames.append(env.render())
+    finally:
+        agent.set_training_mode(was_training)
+    return EvalResult(list(agent.agent_ids), dict(agent.grouped_agents), returns, lengths, frames)
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """A checkpoint file, or a run directory whose ``checkpoints/last.pt`` is taken."""
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        raise CheckpointError(
+            f"ckpt='{path}' is a directory without checkpoints/last.pt; give a .pt file "
+            "or a run directory"
+        )
+    return p
+
+
+def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
+    """`ippo eval`: rebuild agent and env from the checkpoint, play, report, write files."""
+    from ippo_cli.envs.factory import env_fn
+    from ippo_cli.ippo import IPPO
+
+    path = resolve_checkpoint(cfg.ckpt)
+    data = checkpoint.load(path, cfg.device)
+    if "config" not in data or "agent" not in data:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds no run config (it was not written by `ippo train`)"
+        )
+    run_cfg = data["config"]
+    agent = IPPO.from_dict(data["agent"], cfg.device)
+    env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
+    try:
+        result = run_episodes(
+            agent, env, cfg.episodes, deterministic=cfg.deterministic, seed=cfg.seed,
+            render=cfg.render,
+        )
+    finally:
+        env.close()
+    report = {
+        "checkpoint": str(path),
+        "env": run_cfg["env"]["name"],
+        "deterministic": bool(cfg.deterministic),
+        "seed": int(cfg.seed),
+        "env_steps": data.get("trainer", {}).get("env_steps"),
+        **result.summary(),
+    }
+    out = path.parent / "eval.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    if cfg.render:
+        report["gif"] = str(write_gif(result.frames, path.parent / "eval.gif", cfg.fps))
+    print_report(report, result)
+    return report
+
+
+def write_gif(frames: list[np.ndarray], out: Path, fps: int) -> Path:
+    """An animated GIF of rendered frames, written atomically."""
+    import imageio.v3 as iio
+
+    if not frames or frames[0] is None:
+        raise ValueError("the env returned no rgb_array frames; it cannot be rendered")
+    tmp = out.with_name(f".{out.name}.tmp")
+    iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    tmp.replace(out)
+    return out
+
+
+def print_report(report: dict[str, Any], result: EvalResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ippo eval: {report['env']}, {report['episodes']} episodes")
+    table.add_column("")
+    table.add_column("return (mean ± std)", justify="right")
+    for group, s in report["groups"].items():
+        n = len(result.groups[group])
+        label = f"group {group}" + (f" ({n} agents, per agent)" if n > 1 else "")
+        table.add_row(label, f"{s['mean']:.3f} ± {s['std']:.3f}")
+    s = report["return"]
+    table.add_row("sum over agents", f"{s['mean']:.3f} ± {s['std']:.3f}")
+    s = report["episode_length"]
+    table.add_row("episode length", f"{s['mean']:.1f} ± {s['std']:.1f}")
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {Path(report['checkpoint']).parent / 'eval.json'}")
+    if "gif" in report:
+        console.print(f"wrote {report['gif']}")

@@ -1,0 +1,616 @@
+"""Independent PPO: one actor and one critic per agent group, the reference's Python API.
+
+Agents are grouped by the prefix before the final ``_`` of their id (``bob_0`` and
+``bob_1`` share networks). Internally every per-step quantity of a group is laid out
+(env, agent-in-group, ...) per step, so a grouped agent's observations, actions,
+log-probs, values and advantages stay aligned (see :mod:`ippo_cli.rollout`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from ippo_cli import checkpoint
+from ippo_cli.networks import StochasticActor, ValueNetwork
+from ippo_cli.rollout import GroupRollout
+from ippo_cli.spaces import (
+    SUPPORTED_ACTION_SPACES,
+    SUPPORTED_OBSERVATION_SPACES,
+    space_from_dict,
+    space_to_dict,
+    unsupported,
+)
+
+# Constructor arguments stored in checkpoints and copied by clone(), with their defaults.
+HYPERPARAMETERS: dict[str, Any] = {
+    "batch_size": 64,
+    "lr": 1e-4,
+    "learn_step": 2048,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "action_std_init": 0.0,
+    "clip_coef": 0.2,
+    "ent_coef": 0.01,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "target_kl": None,
+    "normalize_images": True,
+    "update_epochs": 4,
+    "action_batch_size": None,
+    "torch_compiler": None,
+}
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+METRIC_NAMES = (
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+)
+
+
+def group_id_of(agent_id: str) -> str:
+    """The group of an agent: its id up to the final ``_`` (``bob_0`` -> ``bob``)."""
+    return agent_id.rsplit("_", 1)[0]
+
+
+class IPPO:
+    """Independent Proximal Policy Optimization (https://arxiv.org/pdf/2011.09533).
+
+    Arguments and defaults follow the reference library's ``IPPO``; see README for the
+    list. ``action_std_init`` is the initial *log* standard deviation of Box actions.
+    """
+
+    def __init__(
+        self,
+        observation_spaces: Sequence[spaces.Space] | Mapping[str, spaces.Space] | spaces.Dict,
+        action_spaces: Sequence[spaces.Space] | Mapping[str, spaces.Space] | spaces.Dict,
+        agent_ids: Sequence[str] | None = None,
+        index: int = 0,
+        hp_config: Any = None,
+        net_config: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        lr: float = 1e-4,
+        learn_step: int = 2048,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        mut: str | None = None,
+        action_std_init: float = 0.0,
+        clip_coef: float = 0.2,
+        ent_coef: float = 0.01,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        target_kl: float | None = None,
+        normalize_images: bool = True,
+        update_epochs: int = 4,
+        actor_networks: Any = None,
+        critic_networks: Any = None,
+        action_batch_size: int | None = None,
+        device: str | torch.device = "cpu",
+        accelerator: Any = None,
+        torch_compiler: str | None = None,
+        wrap: bool = True,
+    ) -> None:
+        self.observation_spaces, self.action_spaces, self.agent_ids = _agent_spaces(
+            observation_spaces, action_spaces, agent_ids
+        )
+        hyper = dict(
+            batch_size=batch_size,
+            lr=lr,
+            learn_step=learn_step,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            action_std_init=action_std_init,
+            clip_coef=clip_coef,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            target_kl=target_kl,
+            normalize_images=normalize_images,
+            update_epochs=update_epochs,
+            action_batch_size=action_batch_size,
+            torch_compiler=torch_compiler,
+        )
+        validate_hyperparameters(hyper)
+        for name, value in hyper.items():
+            setattr(self, name, value)
+        if accelerator is not None:
+            raise ValueError("accelerator is not supported; use device='cuda' for a GPU")
+        self.index = index
+        self.hp_config = hp_config
+        self.mut = mut
+        self.device = torch.device(device)
+        self.wrap = wrap
+        self.training = True
+        self.steps = [0]
+        self.scores: list[Any] = []
+        self.fitness: list[float] = []
+
+        self.shared_agent_ids: list[str] = []
+        self.grouped_agents: dict[str, list[str]] = {}
+        for agent in self.agent_ids:
+            group = group_id_of(agent)
+            if group not in self.grouped_agents:
+                self.shared_agent_ids.append(group)
+                self.grouped_agents[group] = []
+            self.grouped_agents[group].append(agent)
+        self._check_group_spaces()
+        # Networks are keyed by group when any group has several agents, else by agent.
+        if self.has_grouped_agents():
+            self.members = dict(self.grouped_agents)
+        else:
+            self.members = {agent: [agent] for agent in self.agent_ids}
+        self.network_of = {a: net for net, agents in self.members.items() for a in agents}
+        self.possible_observation_spaces = dict(self.observation_spaces)
+        self.possible_action_spaces = dict(self.action_spaces)
+        self.net_config = copy.deepcopy(net_config) if net_config else None
+
+        if actor_networks is not None or critic_networks is not None:
+            raise NotImplementedError("custom actor_networks/critic_networks are not supported")
+        self.actors = torch.nn.ModuleDict()
+        self.critics = torch.nn.ModuleDict()
+        for net_id, agents in self.members.items():
+            cfg = self._net_config_for(net_id)
+            obs_space = self.observation_spaces[agents[0]]
+            act_space = self.action_spaces[agents[0]]
+            self.actors[net_id] = StochasticActor(obs_space, act_space, cfg, action_std_init)
+            self.critics[net_id] = ValueNetwork(obs_space, cfg)
+        self.actors.to(self.device)
+        self.critics.to(self.device)
+        self.reinit_optimizers()
+        self.last_metrics: dict[str, dict[str, float]] = {}
+
+    # ----------------------------------------------------------------- grouping
+    def get_group_id(self, agent_id: str) -> str:
+        """The group id of ``agent_id`` (prefix before the final ``_``)."""
+        return group_id_of(agent_id)
+
+    def has_grouped_agents(self) -> bool:
+        """Whether some agents share networks with others."""
+        return len(self.shared_agent_ids) < len(self.agent_ids)
+
+    def _check_group_spaces(self) -> None:
+        for group, agents in self.grouped_agents.items():
+            first = agents[0]
+            for other in agents[1:]:
+                for kind, table in (("observation", self.observation_spaces),
+                                    ("action", self.action_spaces)):
+                    if table[other] != table[first]:
+                        raise ValueError(
+                            f"agents of group '{group}' must share spaces: {first} has "
+                            f"{kind} space {table[first]}, {other} has {table[other]}"
+                        )
+
+    def _net_config_for(self, net_id: str) -> dict[str, Any] | None:
+        cfg = self.net_config
+        if not cfg:
+            return None
+        keys = set(self.members) | set(self.shared_agent_ids)
+        if set(cfg) <= keys:  # keyed by group (or agent) id
+            group = net_id if net_id in cfg else group_id_of(net_id)
+            return copy.deepcopy(cfg.get(group))
+        return copy.deepcopy(cfg)
+
+    # --------------------------------------------------------------- optimizers
+    def reinit_optimizers(self, optimizer: Any = None) -> None:
+        """(Re)build every actor and critic Adam optimizer over the current parameters."""
+        self.actor_optimizers = {
+            k: torch.optim.Adam(net.parameters(), lr=self.lr) for k, net in self.actors.items()
+        }
+        self.critic_optimizers = {
+            k: torch.optim.Adam(net.parameters(), lr=self.lr) for k, net in self.critics.items()
+        }
+
+    def set_training_mode(self, training: bool) -> None:
+        """Training mode samples actions; eval mode clips Box actions in get_action."""
+        self.training = training
+        self.actors.train(training)
+        self.critics.train(training)
+
+    # ------------------------------------------------------------------ acting
+    def act_group(
+        self, net_id: str, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Act for a batch of one network's observations: (action, log_prob, entropy, value).
+
+        The fast path of the trainer: one forward per group over all envs and agents.
+        """
+        with torch.inference_mode():
+            action, log_prob, entropy = self.actors[net_id](obs, deterministic=deterministic)
+            value = self.critics[net_id](obs)
+        return action, log_prob, entropy, value
+
+    def value_group(self, net_id: str, obs: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.critics[net_id](obs)
+
+    def preprocess_observation(self, observation: Any, net_id: str) -> torch.Tensor:
+        """Turn one network's observation array into a float tensor on the device."""
+        return torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
+
+    def get_action(
+        self,
+        obs: Mapping[str, Any],
+        infos: Mapping[str, Any] | None = None,
+        *args: Any,
+        deterministic: bool = False,
+        **kwargs: Any,
+    ) -> tuple[dict[str, np.ndarray], ...]:
+        """Actions for the agents present in ``obs``: (action, log_prob, entropy, value) dicts.
+
+        ``obs[agent]`` is ``(num_envs, *obs_shape)`` or a single unbatched observation.
+        Actions of Box spaces are returned unclipped in training mode (the caller clips
+        them, or scales them with ``actor.scale_action`` when ``squash_output``), and
+        clipped to the bounds in eval mode.
+        """
+        outputs: tuple[dict[str, np.ndarray], ...] = ({}, {}, {}, {})
+        for net_id, members in self.members.items():
+            present = [a for a in members if a in obs]
+            if not present:
+                continue
+            space = self.observation_spaces[present[0]]
+            arrays = [np.asarray(obs[a]) for a in present]
+            unbatched = arrays[0].shape == space.shape
+            if unbatched:
+                arrays = [x[None] for x in arrays]
+            num_envs = arrays[0].shape[0]
+            x = self.preprocess_observation(np.stack(arrays, axis=1), net_id)
+            x = x.reshape(num_envs * len(present), *space.shape)
+            action, log_prob, entropy, value = self.act_group(net_id, x, deterministic)
+            if not self.training:
+                action = self.actors[net_id].env_action(action)
+            results = (action, log_prob, entropy, value)
+            for out, tensor in zip(outputs, results, strict=True):
+                per_agent = tensor.reshape(num_envs, len(present), *tensor.shape[1:])
+                per_agent = per_agent.cpu().numpy()
+                for i, agent in enumerate(present):
+                    value_i = per_agent[:, i]
+                    out[agent] = value_i[0] if unbatched else value_i
+        return outputs
+
+    # ----------------------------------------------------------------- learning
+    def allocate_rollouts(self, num_steps: int, num_envs: int) -> dict[str, GroupRollout]:
+        """Preallocated rollout storage for every network, laid out (T, env, agent, ...)."""
+        rollouts = {}
+        for net_id, agents in self.members.items():
+            obs_space = self.observation_spaces[agents[0]]
+            act_space = self.action_spaces[agents[0]]
+            discrete = isinstance(act_space, spaces.Discrete)
+            rollouts[net_id] = GroupRollout.allocate(
+                num_steps,
+                num_envs,
+                len(agents),
+                tuple(obs_space.shape),
+                () if discrete else tuple(act_space.shape),
+                torch.int64 if discrete else torch.float32,
+                self.device,
+            )
+        return rollouts
+
+    def learn(self, experiences: Sequence[Any]) -> dict[str, float]:
+        """Update from the reference's 8-tuple of per-agent experiences.
+
+        ``(states, actions, log_probs, rewards, dones, values, next_states, next_dones)``,
+        each a dict keyed by agent id holding a list of per-step arrays (or a stacked
+        array) of shape ``(T, num_envs, ...)``; ``dones[t]`` is the done flag that
+        preceded ``states[t]``. NaN rewards mark steps where an agent was absent: those
+        steps get no loss. Returns the mean loss of each network.
+        """
+        states = experiences[0]
+        rollouts = {}
+        for net_id, agents in self.members.items():
+            present = [a for a in agents if a in states and len(states[a]) > 0]
+            if present:
+                rollouts[net_id] = self._rollout_from_experiences(net_id, present, experiences)
+        metrics = self.update(rollouts)
+        return {k: m["policy_loss"] + self.vf_coef * m["value_loss"] for k, m in metrics.items()}
+
+    def _rollout_from_experiences(
+        self, net_id: str, agents: list[str], experiences: Sequence[Any]
+    ) -> GroupRollout:
+        states, actions, log_probs, rewards, dones, values, next_states, next_dones = experiences
+        obs_space = self.observation_spaces[agents[0]]
+        act_space = self.action_spaces[agents[0]]
+        act_shape = () if isinstance(act_space, spaces.Discrete) else act_space.shape
+        first = np.stack(states[agents[0]])
+        num_steps = first.shape[0]
+        num_envs = first.shape[1] if first.ndim > 1 + len(obs_space.shape) else 1
+
+        def gather(table: Mapping[str, Any], tail: tuple[int, ...]) -> np.ndarray:
+            """(T, E, A, *tail) from each agent's (T, [E,] *tail) sequence."""
+            per_agent = [
+                np.asarray(np.stack(table[a]), np.float32).reshape(num_steps, num_envs, *tail)
+                for a in agents
+            ]
+            return np.stack(per_agent, axis=2)
+
+        obs = gather(states, obs_space.shape)
+        reward = gather(rewards, ())
+        done = gather(dones, ())
+        next_done = np.stack(
+            [np.asarray(next_dones[a], np.float32).reshape(num_envs) for a in agents], axis=1
+        )
+        # An absent agent shows up as NaN reward (and NaN observation in the reference's env).
+        flat_obs = obs.reshape(num_steps, num_envs, len(agents), -1)
+        valid = ~np.isnan(reward) & ~np.isnan(flat_obs).all(-1)
+        # ends[t] is the done that follows step t: dones[t + 1], and next_dones at the end.
+        ends = np.concatenate([done[1:], next_done[None]], axis=0)
+
+        def tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(np.nan_to_num(x, nan=0.0), dtype=dtype, device=self.device)
+
+        rollout = self.allocate_rollouts(num_steps, num_envs)[net_id]
+        rollout.obs.copy_(tensor(obs))
+        rollout.actions.copy_(tensor(gather(actions, act_shape), rollout.actions.dtype))
+        rollout.log_probs.copy_(tensor(gather(log_probs, ())))
+        rollout.values.copy_(tensor(gather(values, ())))
+        rollout.rewards.copy_(tensor(reward))
+        rollout.ends.copy_(tensor(np.where(np.isnan(ends), 1.0, ends)))
+        rollout.valid.copy_(torch.as_tensor(valid, device=self.device))
+        nxt = np.stack(
+            [np.asarray(next_states[a], np.float32).reshape(num_envs, *obs_space.shape)
+             for a in agents],
+            axis=1,
+        ).reshape(num_envs * len(agents), *obs_space.shape)
+        last = self.value_group(net_id, tensor(nxt)).reshape(num_envs, len(agents))
+        rollout.last_values.copy_(last)
+        return rollout
+
+    def update(self, rollouts: Mapping[str, GroupRollout]) -> dict[str, dict[str, float]]:
+        """PPO epochs over each network's rollout; returns each network's mean metrics."""
+        self.set_training_mode(True)
+        metrics = {}
+        for net_id, rollout in rollouts.items():
+            batch = rollout.flat_batch(self.gamma, self.gae_lambda)
+            metrics[net_id] = self._update_network(net_id, batch)
+        self.last_metrics = metrics
+        return metrics
+
+    def _update_network(self, net_id: str, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        actor, critic = self.actors[net_id], self.critics[net_id]
+        actor_opt, critic_opt = self.actor_optimizers[net_id], self.critic_optimizers[net_id]
+        n = batch["obs"].shape[0]
+        totals = torch.zeros(len(METRIC_NAMES) - 1, device=self.device)
+        updates = 0
+        stop = False
+        for _ in range(self.update_epochs):
+            order = torch.randperm(n, device=self.device)
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                dist = actor.distribution(batch["obs"][idx])
+                log_prob = dist.log_prob(batch["actions"][idx])
+                log_ratio = log_prob - batch["log_probs"][idx]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clip_frac = ((ratio - 1).abs() > self.clip_coef).float().mean()
+                if self.target_kl is not None and approx_kl.item() > self.target_kl:
+                    stop = True
+                    break
+                value = critic(batch["obs"][idx])
+                policy_loss, value_loss = clipped_losses(
+                    ratio,
+                    normalize(batch["advantages"][idx]),
+                    value,
+                    batch["values"][idx],
+                    batch["returns"][idx],
+                    self.clip_coef,
+                )
+                entropy = dist.entropy().mean()
+                actor_loss = policy_loss - self.ent_coef * entropy
+
+                actor_opt.zero_grad(set_to_none=True)
+                actor_loss.backward()
+                torch.nn.utils.clip_grad_norm_(actor.parameters(), self.max_grad_norm)
+                actor_opt.step()
+                critic_opt.zero_grad(set_to_none=True)
+                (self.vf_coef * value_loss).backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), self.max_grad_norm)
+                critic_opt.step()
+
+                totals += torch.stack(
+                    [policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl,
+                     clip_frac]
+                )
+                updates += 1
+            if stop:
+                break
+        means = (totals / max(updates, 1)).tolist()
+        result = dict(zip(METRIC_NAMES[:-1], means, strict=True))
+        result["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        result["updates"] = updates
+        return result
+
+    # ---------------------------------------------------------- checkpointing
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this agent, as plain data."""
+        return {
+            "algorithm": "IPPO",
+            "observation_spaces": {a: space_to_dict(s) for a, s in self.observation_spaces.items()},
+            "action_spaces": {a: space_to_dict(s) for a, s in self.action_spaces.items()},
+            "agent_ids": list(self.agent_ids),
+            "index": self.index,
+            "mut": self.mut,
+            "net_config": self.net_config,
+            "hyperparameters": {k: getattr(self, k) for k in HYPERPARAMETERS},
+            "actors": {k: net.state_dict() for k, net in self.actors.items()},
+            "critics": {k: net.state_dict() for k, net in self.critics.items()},
+            "actor_optimizers": {k: o.state_dict() for k, o in self.actor_optimizers.items()},
+            "critic_optimizers": {k: o.state_dict() for k, o in self.critic_optimizers.items()},
+            "steps": list(self.steps),
+            "scores": _plain(self.scores),
+            "fitness": [float(f) for f in self.fitness],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], device: str | torch.device = "cpu") -> IPPO:
+        """Rebuild an agent from :meth:`to_dict` output."""
+        agent_ids = data["agent_ids"]
+        agent = cls(
+            observation_spaces=[space_from_dict(data["observation_spaces"][a]) for a in agent_ids],
+            action_spaces=[space_from_dict(data["action_spaces"][a]) for a in agent_ids],
+            agent_ids=agent_ids,
+            index=data["index"],
+            mut=data["mut"],
+            net_config=data["net_config"],
+            device=device,
+            **data["hyperparameters"],
+        )
+        agent.load_state(data)
+        return agent
+
+    def load_state(self, data: Mapping[str, Any]) -> None:
+        """Load weights, optimizer states and counters from :meth:`to_dict` output."""
+        for table, nets in (("actors", self.actors), ("critics", self.critics)):
+            if set(data[table]) != set(nets):
+                raise checkpoint.CheckpointError(
+                    f"checkpoint networks {sorted(data[table])} do not match {sorted(nets)}"
+                )
+            for k, net in nets.items():
+                net.load_state_dict(data[table][k])
+        for k, opt in self.actor_optimizers.items():
+            opt.load_state_dict(data["actor_optimizers"][k])
+        for k, opt in self.critic_optimizers.items():
+            opt.load_state_dict(data["critic_optimizers"][k])
+        self.steps = list(data["steps"])
+        self.scores = list(data["scores"])
+        self.fitness = list(data["fitness"])
+
+    def save_checkpoint(self, path: str) -> None:
+        """Save this agent (weights, optimizers, hyperparameters, spaces) to ``path``."""
+        checkpoint.save(path, {"agent": self.to_dict()})
+
+    def load_checkpoint(self, path: str) -> None:
+        """Load weights, optimizer states and counters saved at ``path`` into this agent."""
+        self.load_state(_agent_data(checkpoint.load(path, self.device)))
+
+    @classmethod
+    def load(cls, path: str, device: str | torch.device = "cpu", accelerator: Any = None) -> IPPO:
+        """Load an agent saved by :meth:`save_checkpoint` or a ``ippo train`` checkpoint."""
+        return cls.from_dict(_agent_data(checkpoint.load(path, device)), device)
+
+    def clone(self, index: int | None = None, wrap: bool = True) -> IPPO:
+        """An independent copy (networks, optimizer states, counters); ``index`` if given."""
+        clone = type(self).from_dict(copy.deepcopy(self.to_dict()), self.device)
+        if index is not None:
+            clone.index = index
+        return clone
+
+
+def validate_hyperparameters(h: Mapping[str, Any]) -> None:
+    """Reject out-of-range hyperparameters with a message naming the value."""
+
+    def need(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{name}={h[name]!r} is invalid: {rule}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    def is_real(v: Any) -> bool:
+        return isinstance(v, Real) and not isinstance(v, bool)
+
+    need(is_int(h["batch_size"]) and h["batch_size"] >= 1, "batch_size", "must be an int >= 1")
+    need(is_int(h["learn_step"]) and h["learn_step"] >= 1, "learn_step", "must be an int >= 1")
+    need(is_int(h["update_epochs"]) and h["update_epochs"] >= 1, "update_epochs",
+         "must be an int >= 1")
+    need(is_real(h["lr"]) and h["lr"] > 0, "lr", "must be > 0")
+    need(is_real(h["gamma"]) and 0 <= h["gamma"] <= 1, "gamma", "must be in [0, 1]")
+    need(is_real(h["gae_lambda"]) and 0 <= h["gae_lambda"] <= 1, "gae_lambda",
+         "must be in [0, 1]")
+    for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
+        need(is_real(h[name]) and h[name] >= 0, name, "must be >= 0")
+    need(is_real(h["action_std_init"]), "action_std_init", "must be a number (a log std)")
+    need(h["target_kl"] is None or (is_real(h["target_kl"]) and h["target_kl"] >= 0),
+         "target_kl", "must be null or >= 0")
+    need(h["action_batch_size"] is None or (is_int(h["action_batch_size"])
+                                            and h["action_batch_size"] >= 1),
+         "action_batch_size", "must be null or an int >= 1")
+    need(h["torch_compiler"] is None or h["torch_compiler"] in TORCH_COMPILE_MODES,
+         "torch_compiler", f"must be null or one of {', '.join(TORCH_COMPILE_MODES)}")
+
+
+def normalize(advantages: torch.Tensor) -> torch.Tensor:
+    """Per-minibatch advantage normalisation (left as is for a single sample)."""
+    if advantages.numel() < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def clipped_losses(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    value: torch.Tensor,
+    old_value: torch.Tensor,
+    returns: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate policy loss and clipped value loss (means over the batch).
+
+    policy: mean(max(-A * r, -A * clip(r, 1 - c, 1 + c)))
+    value:  0.5 * mean(max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2))
+    """
+    policy_loss = torch.max(
+        -advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)
+    ).mean()
+    clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
+    value_loss = 0.5 * torch.max((value - returns).pow(2), (clipped - returns).pow(2)).mean()
+    return policy_loss, value_loss
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 - Var(returns - values) / Var(returns); NaN when the returns do not vary."""
+    var = returns.var(unbiased=False) if returns.numel() > 0 else torch.tensor(0.0)
+    if var.item() == 0:
+        return float("nan")
+    return float(1 - (returns - values).var(unbiased=False) / var)
+
+
+def _agent_spaces(observation_spaces, action_spaces, agent_ids):
+    def as_dict(table, ids):
+        if isinstance(table, spaces.Dict):
+            table = dict(table.spaces)
+        if isinstance(table, Mapping):
+            return dict(table), list(ids) if ids is not None else list(table)
+        if ids is None:
+            raise ValueError("agent_ids is required when spaces are given as a list")
+        table = list(table)
+        if len(table) != len(ids):
+            raise ValueError(f"{len(table)} spaces given for {len(ids)} agent_ids")
+        return dict(zip(ids, table, strict=True)), list(ids)
+
+    obs, ids = as_dict(observation_spaces, agent_ids)
+    act, _ = as_dict(action_spaces, ids)
+    for agent in ids:
+        if agent not in obs or agent not in act:
+            raise ValueError(f"agent '{agent}' has no observation or action space")
+        if not isinstance(obs[agent], SUPPORTED_OBSERVATION_SPACES):
+            raise unsupported(obs[agent], f"observation (agent '{agent}')")
+        if not isinstance(act[agent], SUPPORTED_ACTION_SPACES):
+            raise unsupported(act[agent], f"action (agent '{agent}')")
+    return obs, act, ids
+
+
+def _agent_data(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "agent" not in data:
+        raise checkpoint.CheckpointError("checkpoint holds no agent")
+    return data["agent"]
+
+
+def _plain(value: Any) -> Any:
+    """numpy values -> python lists/floats so that checkpoints stay plain data."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,128 @@
+"""Where a run's numbers go: metrics.jsonl, wandb (offline by default), and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("ippo")
+
+# Fields that depend on the wall clock; everything else in metrics.jsonl is reproducible.
+WALL_CLOCK_FIELDS = ("wall_time", "steps_per_second")
+
+
+class RunLogger:
+    """Appends one JSON row per update to ``metrics.jsonl`` and mirrors it to wandb."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        logger_cfg: Any,
+        config: dict[str, Any],
+        run_id: str | None = None,
+    ) -> None:
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self._file = self.metrics_path.open("a", encoding="utf-8")
+        self.wandb_run = None
+        if logger_cfg.kind == "wandb" and logger_cfg.mode != "disabled":
+            self.wandb_run = _start_wandb(run_dir, logger_cfg, config, run_id)
+
+    @property
+    def wandb_id(self) -> str | None:
+        return None if self.wandb_run is None else self.wandb_run.id
+
+    def log(self, row: dict[str, Any]) -> None:
+        clean = {k: _json_number(v) for k, v in row.items()}
+        self._file.write(json.dumps(clean) + "\n")
+        self._file.flush()
+        if self.wandb_run is not None:
+            numbers = {k: v for k, v in clean.items() if v is not None}
+            self.wandb_run.log(numbers, step=int(row["env_steps"]))
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self.wandb_run is not None:
+            try:
+                self.wandb_run.finish()
+            except Exception as exc:  # a failing sync must not lose the run
+                log.warning("wandb finish failed: %s", exc)
+            self.wandb_run = None
+
+
+def _start_wandb(run_dir: Path, cfg: Any, config: dict[str, Any], run_id: str | None):
+    """Start wandb; an online run that cannot log in or connect falls back to offline."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    def init(mode: str):
+        return wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
+            tags=list(cfg.tags),
+            config=config,
+            dir=str(run_dir),
+            name=f"{run_dir.parent.name}/{run_dir.name}",
+            id=run_id,
+            resume="allow",
+            mode=mode,
+            settings=wandb.Settings(
+                console="off", x_disable_stats=True, init_timeout=60, disable_git=True
+            ),
+        )
+
+    try:
+        return init(cfg.mode)
+    except Exception as exc:
+        if cfg.mode == "offline":
+            log.warning("wandb could not start (%s); continuing without it", exc)
+            return None
+        log.warning("wandb online failed (%s); logging offline instead", exc)
+        try:
+            return init("offline")
+        except Exception as exc2:
+            log.warning("wandb offline failed too (%s); continuing without it", exc2)
+            return None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> Path:
+    """Training and evaluation return (summed over agents) against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    train = [(r["env_steps"], r["return"]) for r in rows if r.get("return") is not None]
+    evals = [(r["env_steps"], r["eval/return"]) for r in rows if r.get("eval/return") is not None]
+    if train:
+        ax.plot(*zip(*train, strict=True), label="training episodes", alpha=0.7)
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="evaluation (deterministic)")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return (sum over agents)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if train or evals:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+    return out_path
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,152 @@
+"""The actor (policy) and critic (value) networks of one agent group.
+
+Both are an encoder (observation -> latent vector) followed by an MLP head, built
+from the reference's ``net_config``: ``encoder_config``, ``head_config``,
+``latent_dim`` and, for Box actions, ``squash_output``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from ippo_cli.networks.distributions import make_distribution
+from ippo_cli.networks.mlp import mlp
+from ippo_cli.spaces import action_dim, observation_dim
+
+DEFAULT_ENCODER = {"hidden_size": [64, 64], "activation": "ReLU", "layer_norm": True}
+DEFAULT_HEAD = {"hidden_size": [64], "activation": "ReLU", "layer_norm": True}
+NET_CONFIG_KEYS = {"encoder_config", "head_config", "latent_dim", "squash_output"}
+MLP_KEYS = {"hidden_size", "activation", "layer_norm", "output_activation"}
+
+
+def check_net_config(net_config: dict[str, Any]) -> None:
+    """Reject keys that do not exist, naming them (a typo must not be silently ignored)."""
+    unknown = set(net_config) - NET_CONFIG_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown net_config key(s) {sorted(unknown)}; known: {sorted(NET_CONFIG_KEYS)}"
+        )
+    for part in ("encoder_config", "head_config"):
+        bad = set(net_config.get(part) or {}) - MLP_KEYS
+        if bad:
+            raise ValueError(
+                f"unknown net_config.{part} key(s) {sorted(bad)}; known: {sorted(MLP_KEYS)}"
+            )
+
+
+class Encoder(nn.Module):
+    """Vector observation -> latent: MLP then LayerNorm (no affine) and ReLU."""
+
+    def __init__(self, obs_space: spaces.Space, config: dict[str, Any], latent_dim: int) -> None:
+        super().__init__()
+        cfg = {**DEFAULT_ENCODER, **config}
+        self.obs_ndim = len(obs_space.shape)
+        self.net = nn.Sequential(
+            mlp(
+                observation_dim(obs_space),
+                latent_dim,
+                list(cfg["hidden_size"]),
+                cfg["activation"],
+                cfg["layer_norm"],
+                output_layer_norm=True,
+            ),
+            nn.ReLU(),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.flatten(start_dim=obs.dim() - self.obs_ndim))
+
+
+def _head(latent_dim: int, out_dim: int, config: dict[str, Any], gain: float) -> nn.Sequential:
+    cfg = {**DEFAULT_HEAD, **config}
+    return mlp(
+        latent_dim,
+        out_dim,
+        list(cfg["hidden_size"]),
+        cfg["activation"],
+        cfg["layer_norm"],
+        output_activation=cfg.get("output_activation"),
+        output_gain=gain,
+    )
+
+
+class StochasticActor(nn.Module):
+    """Policy network: observation -> action distribution."""
+
+    def __init__(
+        self,
+        obs_space: spaces.Space,
+        action_space: spaces.Space,
+        net_config: dict[str, Any] | None = None,
+        action_std_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        net_config = dict(net_config or {})
+        check_net_config(net_config)
+        latent_dim = int(net_config.get("latent_dim", 64))
+        self.action_space = action_space
+        self.squash_output = bool(net_config.get("squash_output", False))
+        self.encoder = Encoder(obs_space, net_config.get("encoder_config") or {}, latent_dim)
+        head_config = {**(net_config.get("head_config") or {}), "output_activation": None}
+        # A small output gain makes the initial policy close to uniform / zero-mean.
+        self.head = _head(latent_dim, action_dim(action_space), head_config, gain=0.01)
+        self.log_std: nn.Parameter | None = None
+        if isinstance(action_space, spaces.Box):
+            self.log_std = nn.Parameter(
+                torch.full((action_dim(action_space),), float(action_std_init))
+            )
+            low = np.broadcast_to(action_space.low, action_space.shape).reshape(-1)
+            high = np.broadcast_to(action_space.high, action_space.shape).reshape(-1)
+            self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32))
+            self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32))
+
+    def distribution(self, obs: torch.Tensor, mask: torch.Tensor | None = None):
+        """The action distribution for a batch of (preprocessed) observations."""
+        return make_distribution(
+            self.action_space, self.head(self.encoder(obs)), self.log_std, mask, self.squash_output
+        )
+
+    def forward(
+        self, obs: torch.Tensor, mask: torch.Tensor | None = None, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or take the mode of) an action: returns (action, log_prob, entropy)."""
+        dist = self.distribution(obs, mask)
+        action = dist.mode() if deterministic else dist.sample()
+        return action, dist.log_prob(action), dist.entropy()
+
+    def scale_action(self, action: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Map a squashed action in [-1, 1] to the Box bounds: low + (a + 1) / 2 * (high - low)."""
+        assert isinstance(self.action_space, spaces.Box), "scale_action needs a Box action space"
+        low, high = self.action_space.low, self.action_space.high
+        if isinstance(action, torch.Tensor):
+            low, high = self.action_low, self.action_high
+        return low + 0.5 * (action + 1.0) * (high - low)
+
+    def env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The action sent to the env: scaled once if squashed, else clipped to the bounds."""
+        if self.log_std is None:
+            return action
+        if self.squash_output:
+            return self.scale_action(action)
+        return torch.clamp(action, self.action_low, self.action_high)
+
+
+class ValueNetwork(nn.Module):
+    """Critic: observation -> scalar state value."""
+
+    def __init__(self, obs_space: spaces.Space, net_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        net_config = dict(net_config or {})
+        check_net_config(net_config)
+        latent_dim = int(net_config.get("latent_dim", 64))
+        self.encoder = Encoder(obs_space, net_config.get("encoder_config") or {}, latent_dim)
+        head_config = {**(net_config.get("head_config") or {}), "output_activation": None}
+        self.head = _head(latent_dim, 1, head_config, gain=1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs)).squeeze(-1)

@@ -1,0 +1,96 @@
+"""Action distributions behind one interface: sample, mode, log_prob, entropy.
+
+Each distribution is built from a head's raw output for a batch of observations;
+``log_prob`` and ``entropy`` return one value per batch row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from gymnasium import spaces
+
+_LOG_2PI = math.log(2 * math.pi)
+# Keeps atanh finite for squashed actions that sit exactly on the bounds.
+_SQUASH_EPS = 1e-6
+
+
+class Categorical:
+    """Discrete actions; an optional boolean mask (True = legal) removes illegal actions."""
+
+    def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if mask is not None:
+            logits = logits.masked_fill(~mask, -1e8)
+        self.log_p = torch.log_softmax(logits, dim=-1)
+
+    def sample(self) -> torch.Tensor:
+        flat = self.log_p.reshape(-1, self.log_p.shape[-1]).exp()
+        return torch.multinomial(flat, 1).reshape(self.log_p.shape[:-1])
+
+    def mode(self) -> torch.Tensor:
+        return self.log_p.argmax(dim=-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        return self.log_p.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self) -> torch.Tensor:
+        p = self.log_p.exp()
+        # Masked actions have p == 0; where() keeps 0 * -1e8 from leaking into the sum.
+        return -torch.where(p > 0, p * self.log_p, torch.zeros_like(p)).sum(-1)
+
+
+class DiagGaussian:
+    """Box actions: a diagonal Gaussian with a state-independent learned log-std.
+
+    Without squashing, samples are unbounded and ``log_prob`` is that of the raw sample;
+    the caller clips what it sends to the env. With ``squash=True`` actions are
+    ``tanh(u)`` in [-1, 1] and ``log_prob`` includes the tanh Jacobian.
+    """
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, squash: bool = False) -> None:
+        self.mean = mean
+        self.log_std = log_std.expand_as(mean)
+        self.squash = squash
+
+    def sample(self) -> torch.Tensor:
+        u = self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+        return torch.tanh(u) if self.squash else u
+
+    def mode(self) -> torch.Tensor:
+        return torch.tanh(self.mean) if self.squash else self.mean
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        if self.squash:
+            action = action.clamp(-1 + _SQUASH_EPS, 1 - _SQUASH_EPS)
+            u = torch.atanh(action)
+        else:
+            u = action
+        z = (u - self.mean) * torch.exp(-self.log_std)
+        log_p = (-0.5 * z.pow(2) - self.log_std - 0.5 * _LOG_2PI).sum(-1)
+        if self.squash:
+            log_p = log_p - torch.log1p(-action.pow(2)).sum(-1)
+        return log_p
+
+    def entropy(self) -> torch.Tensor:
+        # For squashed actions this is the entropy of the pre-tanh Gaussian, a standard
+        # stand-in since the squashed entropy has no closed form.
+        return (0.5 + 0.5 * _LOG_2PI + self.log_std).sum(-1)
+
+
+def make_distribution(
+    space: spaces.Space,
+    head_out: torch.Tensor,
+    log_std: torch.Tensor | None,
+    mask: torch.Tensor | None = None,
+    squash: bool = False,
+) -> Categorical | DiagGaussian:
+    """The distribution over ``space`` parameterised by a head's output."""
+    if isinstance(space, spaces.Discrete):
+        return Categorical(head_out, mask)
+    if isinstance(space, spaces.Box):
+        if mask is not None:
+            raise ValueError(f"action masks are not supported for Box action space {space}")
+        assert log_std is not None
+        return DiagGaussian(head_out, log_std, squash)
+    raise TypeError(f"unsupported action space {space}")

@@ -1,0 +1,127 @@
+"""Preallocated rollout storage for one agent group, and GAE.
+
+Every per-step quantity has the layout (time, env, agent-in-group, ...), so that
+observations, actions, log-probs, values, rewards and advantages of a grouped agent
+stay aligned when flattened into minibatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    ends: torch.Tensor,
+    bootstrap: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates for a rollout of T steps (dim 0).
+
+    ``ends[t]`` is 1 where step t ended the agent's episode (terminated or truncated):
+    nothing is bootstrapped across it. ``bootstrap[t]`` is the value of the final
+    observation of a truncated episode (0 elsewhere), so a time limit is not mistaken for
+    a terminal state. ``last_values`` are the values of the observations after the last
+    step.
+    """
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros_like(last_values)
+    next_values = last_values
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        not_end = 1.0 - ends[t]
+        delta = rewards[t] + gamma * (next_values * not_end + bootstrap[t]) - values[t]
+        next_adv = delta + gamma * gae_lambda * not_end * next_adv
+        advantages[t] = next_adv
+        next_values = values[t]
+    return advantages
+
+
+@dataclass
+class GroupRollout:
+    """Storage for one group: ``num_steps`` vector steps of ``num_envs`` envs x ``num_agents``.
+
+    ``valid`` marks the steps where the agent was present and chose its action; only
+    those steps enter the loss.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    ends: torch.Tensor
+    bootstrap: torch.Tensor
+    valid: torch.Tensor
+    last_values: torch.Tensor
+
+    @classmethod
+    def allocate(
+        cls,
+        num_steps: int,
+        num_envs: int,
+        num_agents: int,
+        obs_shape: tuple[int, ...],
+        action_shape: tuple[int, ...],
+        action_dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ) -> GroupRollout:
+        lead = (num_steps, num_envs, num_agents)
+
+        def zeros(shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float32):
+            return torch.zeros(*lead, *shape, dtype=dtype, device=device)
+
+        return cls(
+            obs=zeros(obs_shape),
+            actions=zeros(action_shape, action_dtype),
+            log_probs=zeros(),
+            values=zeros(),
+            rewards=zeros(),
+            ends=zeros(),
+            bootstrap=zeros(),
+            valid=zeros(dtype=torch.bool),
+            last_values=torch.zeros(num_envs, num_agents, device=device),
+        )
+
+    @property
+    def num_steps(self) -> int:
+        return self.obs.shape[0]
+
+    def advantages_and_returns(
+        self, gamma: float, gae_lambda: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE over the stored rollout; steps where the agent was absent break the chain."""
+        ends = torch.where(self.valid, self.ends, torch.ones_like(self.ends))
+        values = self.values * self.valid
+        adv = gae(
+            self.rewards * self.valid,
+            values,
+            ends,
+            self.bootstrap,
+            self.last_values,
+            gamma,
+            gae_lambda,
+        )
+        return adv, adv + values
+
+    def flat_batch(self, gamma: float, gae_lambda: float) -> dict[str, torch.Tensor]:
+        """All valid transitions, flattened in one (time, env, agent) order."""
+        adv, returns = self.advantages_and_returns(gamma, gae_lambda)
+        keep = self.valid.reshape(-1)
+        n = keep.numel()
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(n, *x.shape[3:])[keep]
+
+        return {
+            "obs": flat(self.obs),
+            "actions": flat(self.actions),
+            "log_probs": flat(self.log_probs),
+            "values": flat(self.values),
+            "advantages": flat(adv),
+            "returns": flat(returns),
+        }

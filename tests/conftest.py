@@ -1,0 +1,59 @@
+"""Shared helpers: compose a training config as the CLI does, and run the trainer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ippo_cli.cli import compose_config
+from ippo_cli.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train_config(overrides: list[str]):
+    """The composed `ippo train` config for these overrides (quiet, no wandb)."""
+    register_configs()
+    base = ["logger=none", "progress=false", "hardware.vec_env=sync"]
+    return compose_config("train", base + overrides)
+
+
+def probe_overrides(env_class: str, **kwargs) -> list[str]:
+    """Overrides selecting a probe env of tests/probe_envs.py through env=pettingzoo."""
+    out = ["env=pettingzoo", f"env.factory=tests.probe_envs.{env_class}", "env.name=probe"]
+    out += [f"+env.kwargs.{k}={v}" for k, v in kwargs.items()]
+    return out
+
+
+def run_training(tmp_path: Path, overrides: list[str]):
+    """Train in-process; returns the trainer (its agent and run directory)."""
+    from ippo_cli.trainer import Trainer
+
+    trainer = Trainer(train_config(overrides), tmp_path)
+    trainer.summary = trainer.run()
+    return trainer
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """Run `ippo ...` as a user would, in a subprocess."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "ippo_cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    import torch
+
+    torch.set_num_threads(1)

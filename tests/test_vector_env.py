@@ -1,0 +1,353 @@
+"""Tests for ippo_cli.envs.vector (SyncVecEnv / AsyncVecEnv)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from mpe2 import simple_speaker_listener_v4, simple_spread_v3
+from probe_envs import (
+    ActionRewardEnv,
+    ConstantRewardEnv,
+    DyingAgentEnv,
+    DyingProcessEnv,
+    HangingEnv,
+    InfoEnv,
+    RaisingEnv,
+)
+
+from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
+
+KINDS = ["sync", "async"]
+
+
+def speaker_listener():
+    return simple_speaker_listener_v4.parallel_env(continuous_actions=True, max_cycles=25)
+
+
+def spread(max_cycles: int = 25):
+    return simple_spread_v3.parallel_env(max_cycles=max_cycles)
+
+
+def make(kind: str, env_fns, **kwargs):
+    if kind == "sync":
+        return SyncVecEnv(env_fns)
+    return AsyncVecEnv(env_fns, num_workers=kwargs.pop("num_workers", 2), **kwargs)
+
+
+def random_actions(venv, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out = {}
+    for agent in venv.possible_agents:
+        space = venv.single_action_space(agent)
+        if isinstance(space, spaces.Discrete):
+            out[agent] = rng.integers(0, space.n, venv.num_envs)
+        else:
+            out[agent] = rng.uniform(space.low, space.high, (venv.num_envs, *space.shape))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_orphans():
+    yield
+    assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_and_dtypes_box_actions(kind):
+    with make(kind, [speaker_listener] * 3) as venv:
+        assert venv.num_envs == 3
+        assert venv.possible_agents == venv.agents == ["speaker_0", "listener_0"]
+        obs_dims = {"speaker_0": 3, "listener_0": 11}
+        assert venv.single_action_space("listener_0").shape == (5,)
+        obs, infos = venv.reset(seed=0)
+        for a, dim in obs_dims.items():
+            assert obs[a].shape == (3, dim) and obs[a].dtype == np.float32
+            assert infos[a]["active"].dtype == bool and infos[a]["active"].all()
+            assert not infos[a]["_final_obs"].any() and not infos[a]["final_obs"].any()
+        obs, rew, term, trunc, infos = venv.step(random_actions(venv, np.random.default_rng(0)))
+        for a, dim in obs_dims.items():
+            assert obs[a].shape == (3, dim) and obs[a].dtype == np.float32
+            for arr in (rew[a], term[a], trunc[a]):
+                assert arr.shape == (3,) and arr.dtype == np.float32
+            assert infos[a]["final_obs"].shape == (3, dim)
+            assert infos[a]["final_obs"].dtype == np.float32
+            assert infos[a]["_final_obs"].shape == (3,)
+            assert infos[a]["active"].shape == (3,)
+            assert not np.isnan(rew[a]).any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shapes_discrete_actions(kind):
+    with make(kind, [spread] * 2) as venv:
+        assert venv.single_action_space("agent_0") == spaces.Discrete(5)
+        assert set(venv.observation_spaces) == {"agent_0", "agent_1", "agent_2"}
+        venv.reset(seed=1)
+        acts = {a: np.array([0, 4]) for a in venv.possible_agents}
+        obs, rew, term, trunc, _ = venv.step(acts)
+        assert obs["agent_2"].shape == (2, 18) and obs["agent_2"].dtype == np.float32
+        assert rew["agent_0"].shape == (2,) and term["agent_0"].tolist() == [0.0, 0.0]
+        with pytest.raises(ValueError, match="shape"):
+            venv.step({a: np.zeros((2, 1), int) for a in venv.possible_agents})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_int_and_list_seeds_match_direct_envs(kind):
+    with make(kind, [spread] * 3) as venv:
+        obs, _ = venv.reset(seed=7)
+        for i in range(3):
+            ref, _ = spread().reset(seed=7 + i)
+            for a in venv.possible_agents:
+                np.testing.assert_array_equal(obs[a][i], ref[a])
+        assert not np.array_equal(obs["agent_0"][0], obs["agent_0"][1])
+        obs, _ = venv.reset(seed=[5, 3, 5])
+        np.testing.assert_array_equal(obs["agent_0"][0], obs["agent_0"][2])
+        np.testing.assert_array_equal(obs["agent_0"][1], spread().reset(seed=3)[0]["agent_0"])
+        with pytest.raises(ValueError):
+            venv.reset(seed=[1, 2])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_step_autoreset_matches_raw_env(kind):
+    fn = functools.partial(spread, max_cycles=5)
+    raws = [fn(), fn()]
+    for i, raw in enumerate(raws):
+        raw.reset(seed=11 + i)
+    rng = np.random.default_rng(3)
+    truncations = 0
+    with make(kind, [fn, fn]) as venv:
+        venv.reset(seed=11)
+        for _ in range(12):
+            acts = random_actions(venv, rng)
+            obs, rew, term, trunc, infos = venv.step(acts)
+            for i, raw in enumerate(raws):
+                o, r, te, tr, _ = raw.step({a: int(acts[a][i]) for a in raw.agents})
+                done = all(te[a] or tr[a] for a in r)
+                for a in venv.possible_agents:
+                    assert rew[a][i] == np.float32(r[a])
+                    assert trunc[a][i] == float(tr[a]) and term[a][i] == 0.0
+                    assert infos[a]["_final_obs"][i] == done
+                    if done:
+                        np.testing.assert_array_equal(infos[a]["final_obs"][i], o[a])
+                    else:
+                        assert not infos[a]["final_obs"][i].any()
+                    assert infos[a]["active"][i]
+                if done:
+                    truncations += 1
+                    o, _ = raw.reset()  # no seed: continues the env's RNG stream
+                for a in venv.possible_agents:
+                    np.testing.assert_array_equal(obs[a][i], o[a])
+    assert truncations == 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_env_dones_are_independent(kind):
+    fns = [functools.partial(ConstantRewardEnv, episode_len=n) for n in (2, 3)]
+    with make(kind, fns) as venv:
+        venv.reset()
+        terms, finals = [], []
+        for _ in range(6):
+            obs, rew, term, trunc, infos = venv.step({"agent_0": np.zeros(2, int)})
+            assert rew["agent_0"].tolist() == [1.0, 1.0]
+            assert trunc["agent_0"].tolist() == [0.0, 0.0]
+            assert infos["agent_0"]["active"].all() and (obs["agent_0"] == 1.0).all()
+            terms.append(term["agent_0"].tolist())
+            finals.append(infos["agent_0"]["_final_obs"].tolist())
+        expected = [[0, 0], [1, 0], [0, 1], [1, 0], [0, 0], [1, 1]]
+        assert terms == expected
+        assert finals == [[bool(x) for x in row] for row in expected]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dying_agent(kind):
+    with make(kind, [DyingAgentEnv] * 2) as venv:
+        obs, infos = venv.reset()
+        assert infos["agent_1"]["active"].all()
+        act = {"agent_0": np.zeros(2, int), "agent_1": np.zeros(2, int)}
+        venv.step(act)
+        obs, rew, term, _, infos = venv.step(act)  # step 2: agent_1 terminates
+        assert term["agent_1"].tolist() == [1.0, 1.0] and rew["agent_1"].tolist() == [1.0, 1.0]
+        np.testing.assert_allclose(infos["agent_1"]["final_obs"], [[2 / 6, 1.0]] * 2)
+        assert infos["agent_1"]["_final_obs"].all() and not infos["agent_1"]["active"].any()
+        assert not obs["agent_1"].any() and infos["agent_0"]["active"].all()
+
+        # A dead agent needs no action: NaN rows and a missing key are both accepted.
+        nan_act = {"agent_0": np.zeros(2), "agent_1": np.full(2, np.nan)}
+        for actions in (nan_act, {"agent_0": np.zeros(2, int)}):
+            obs, rew, term, trunc, infos = venv.step(actions)
+            for arr in (rew, term, trunc):
+                assert np.isnan(arr["agent_1"]).all() and not np.isnan(arr["agent_0"]).any()
+            assert not obs["agent_1"].any() and not infos["agent_1"]["active"].any()
+            assert not infos["agent_1"]["final_obs"].any()
+            assert not infos["agent_1"]["_final_obs"].any()
+        venv.step(act)
+        obs, rew, term, _, infos = venv.step(act)  # step 6: episode ends, autoreset
+        assert term["agent_0"].all() and np.isnan(term["agent_1"]).all()
+        assert infos["agent_1"]["active"].all()
+        np.testing.assert_array_equal(obs["agent_1"], [[0.0, 1.0]] * 2)
+        for o in obs.values():
+            assert not np.isnan(o).any()
+        with pytest.raises(KeyError, match="agent_1"):
+            venv.step({"agent_0": np.zeros(2, int)})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_info_collation(kind):
+    fns = [InfoEnv, functools.partial(InfoEnv, tag=None), ConstantRewardEnv]
+    with make(kind, fns) as venv:
+        _, infos = venv.reset()
+        info = infos["agent_0"]
+        assert info["step"].tolist() == [0, 0, 0] and info["step"].dtype == np.int64
+        assert info["_step"].tolist() == [True, True, False]
+        assert info["tag"].dtype == object and info["tag"][0] == "x"
+        assert info["_tag"].tolist() == [True, False, False]
+        act = {"agent_0": np.zeros(3, int)}
+        for t in (1, 2, 3):
+            _, _, term, _, infos = venv.step(act)
+            info = infos["agent_0"]
+            # At t=3 InfoEnv autoresets; the step's info (step=3) must win over the reset's.
+            assert info["step"].tolist() == [t, t, 0]
+            assert info["_step"].tolist() == [True, True, False]
+            assert info["_tag"].tolist() == [True, False, False]
+        assert term["agent_0"].tolist() == [1.0, 1.0, 0.0]
+        assert venv.step(act)[4]["agent_0"]["step"].tolist() == [1, 1, 0]
+
+
+def test_sync_and_async_are_bit_identical():
+    runs = []
+    for venv in (SyncVecEnv([speaker_listener] * 4), AsyncVecEnv([speaker_listener] * 4, 2)):
+        rng = np.random.default_rng(0)
+        with venv:
+            out = [venv.reset(seed=123)]
+            out += [venv.step(random_actions(venv, rng)) for _ in range(60)]
+        runs.append(out)
+    for sync_out, async_out in zip(*runs, strict=True):
+        for s_part, a_part in zip(sync_out, async_out, strict=True):
+            for agent in s_part:
+                s, a = s_part[agent], a_part[agent]
+                if isinstance(s, dict):
+                    assert s.keys() == a.keys()
+                    pairs = [(s[k], a[k]) for k in s]
+                else:
+                    pairs = [(s, a)]
+                for x, y in pairs:
+                    assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
+    assert sum(o[4]["speaker_0"]["_final_obs"].sum() for o in runs[0][1:]) == 8
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_outputs_are_copies(kind):
+    with make(kind, [DyingAgentEnv] * 2) as venv:
+        venv.reset()
+        act = {"agent_0": np.zeros(2, int), "agent_1": np.zeros(2, int)}
+        out = venv.step(act)
+        saved = copy.deepcopy(out)
+        venv.step(act)  # agent_1 dies: every output array changes
+        for part, ref in zip(out, saved, strict=True):
+            for agent in ref:
+                if isinstance(ref[agent], dict):
+                    for key in ref[agent]:
+                        np.testing.assert_array_equal(part[agent][key], ref[agent][key])
+                else:
+                    np.testing.assert_array_equal(part[agent], ref[agent])
+
+
+class _RecordingEnv(ActionRewardEnv):
+    def step(self, actions):
+        self.received = actions
+        filled = {a: actions.get(a, np.zeros(self.action_space(a).shape)) for a in self.agents}
+        return super().step(filled)
+
+
+def test_actions_given_per_env_with_nan_rows_skipped():
+    fn = functools.partial(_RecordingEnv, "box", n_agents=2)
+    with SyncVecEnv([fn, fn]) as venv:
+        venv.reset()
+        acts = {"agent_0": np.array([[0.25], [0.5]]), "agent_1": np.array([[np.nan], [-0.5]])}
+        venv.step(acts)
+        got0, got1 = venv.envs[0].received, venv.envs[1].received
+        assert list(got0) == ["agent_0"] and list(got1) == ["agent_0", "agent_1"]
+        assert got0["agent_0"].dtype == np.float32 and got0["agent_0"].tolist() == [0.25]
+        assert got1["agent_1"].tolist() == [-0.5]
+        acts["agent_0"][0] = 9.0
+        assert got0["agent_0"].tolist() == [0.25]
+    fn = functools.partial(_RecordingEnv, "discrete")
+    with SyncVecEnv([fn, fn]) as venv:
+        venv.reset()
+        venv.step({"agent_0": np.array([2.0, np.nan])})
+        assert venv.envs[0].received == {"agent_0": 2} and venv.envs[1].received == {}
+        assert type(venv.envs[0].received["agent_0"]) is int
+
+
+def test_async_env_exception_names_env():
+    fns = [ConstantRewardEnv, ConstantRewardEnv, RaisingEnv, ConstantRewardEnv]
+    venv = AsyncVecEnv(fns, num_workers=2)
+    venv.reset()
+    venv.step({"agent_0": np.zeros(4, int)})
+    with pytest.raises(RuntimeError, match=r"^env 2 raised ValueError: bad action$") as err:
+        venv.step({"agent_0": np.ones(4, int)})
+    assert "ValueError: bad action" in err.value.worker_traceback
+    assert "Traceback" in err.value.worker_traceback
+    with pytest.raises(RuntimeError):
+        venv.step({"agent_0": np.zeros(4, int)})
+    venv.close()
+    venv.close()
+
+
+def test_async_dead_worker():
+    venv = AsyncVecEnv([ConstantRewardEnv, DyingProcessEnv, ConstantRewardEnv], num_workers=2)
+    venv.reset()
+    with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.2\) died"):
+        venv.step({"agent_0": np.ones(3, int)})
+    venv.close()
+
+
+def test_async_hanging_worker_times_out():
+    venv = AsyncVecEnv([ConstantRewardEnv, HangingEnv], num_workers=2, timeout=2.0)
+    venv.reset()
+    with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.1\) did not answer"):
+        venv.step({"agent_0": np.ones(2, int)})
+    venv.close()
+
+
+def test_async_spawn_context_and_worker_clamping():
+    fns = [functools.partial(ConstantRewardEnv, episode_len=2)] * 2
+    with AsyncVecEnv(fns, num_workers=8, context="spawn") as venv:
+        assert venv.num_workers == 2
+        venv.reset()
+        venv.step({"agent_0": np.zeros(2, int)})
+        _, rew, term, _, infos = venv.step({"agent_0": np.zeros(2, int)})
+        assert rew["agent_0"].tolist() == [1.0, 1.0] and term["agent_0"].tolist() == [1.0, 1.0]
+        assert infos["agent_0"]["_final_obs"].all()
+    with AsyncVecEnv(fns, num_workers=0) as venv:
+        assert venv.num_workers == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_close_is_idempotent(kind):
+    venv = make_vec_env([ConstantRewardEnv] * 2, kind=kind, num_workers=2)
+    assert isinstance(venv, SyncVecEnv if kind == "sync" else AsyncVecEnv)
+    venv.reset()
+    venv.close()
+    venv.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        venv.reset()
+
+
+def test_make_vec_env_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="'threads'"):
+        make_vec_env([ConstantRewardEnv], kind="threads")
+
+
+class _DictObsEnv(ConstantRewardEnv):
+    def observation_space(self, agent):
+        return spaces.Dict({"x": spaces.Discrete(2)})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dict_observation_space_not_supported(kind):
+    with pytest.raises(NotImplementedError, match="agent_0.*Dict|Dict.*agent_0"):
+        make(kind, [_DictObsEnv])
