@@ -51,6 +51,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         raise CheckpointError(f"checkpoint '{path}' is a directory; give a .pt file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint '{path}' is empty")
+    # torch.save writes a zip archive; anything else (a raw pickle, random bytes, a cut-off
+    # file) is refused before any byte of it is unpickled.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated (not a torch checkpoint archive)"
+        )
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ippo_cli.config import ConfigError, register_configs, validate_train
 from ippo_cli.paths import CONF_DIR
@@ -37,9 +37,21 @@ commands:
 
 GROUPS = ("env", "network", "algorithm", "hardware", "logger")
 # Hydra flags that print or inspect instead of running: skip the pre-flight for them.
-INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion",
-              "-sc", "--version"}
+INFO_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--shell-completion",
+    "-sc",
+    "--version",
+}
 MAX_PREFLIGHT_COMBINATIONS = 256
+# Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
+OPEN_KEYS = ("env.kwargs.",)
 
 
 class UserError(Exception):
@@ -94,6 +106,11 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     for o in parsed:
         if o.key_or_group.startswith("hydra"):
             continue
+        if o.is_add() and not o.key_or_group.startswith(OPEN_KEYS):
+            raise UserError(
+                f"unknown key '{o.key_or_group}'; '+' adds keys only under "
+                f"{', '.join(k.rstrip('.') for k in OPEN_KEYS)} (check the spelling)"
+            )
         if not o.is_sweep_override():
             choices.append([o.input_line])
         elif not o.is_interval_sweep():  # intervals are sampled by the sweeper itself
@@ -132,7 +149,9 @@ def describe_config_error(exc: BaseException) -> str:
             break
         chain.append(nxt)
     for err in chain:
-        if isinstance(err, ConfigKeyError) and getattr(err, "full_key", None):
+        if isinstance(err, ConfigKeyError | ConfigAttributeError) and getattr(
+            err, "full_key", None
+        ):
             parent = err.full_key.rpartition(".")[0]
             return f"unknown key '{err.full_key}'" + (
                 f" in '{parent}'; check the spelling" if parent else "; check the spelling"
@@ -147,7 +166,7 @@ def describe_config_error(exc: BaseException) -> str:
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " ".join(lines[:2]) if lines else "invalid configuration"
+    return lines[0] if lines else "invalid configuration"
 
 
 def _check_train(cfg: DictConfig) -> None:
@@ -196,8 +215,9 @@ def _print_train_summary(summary: dict[str, Any]) -> None:
     table.add_row("wall time", f"{summary['wall_time']:.1f} s")
     table.add_row("final eval return", fmt(summary["final_eval"]))
     table.add_row("best eval return", fmt(summary["best_eval"]))
-    table.add_row("run directory", summary["run_dir"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"run directory: {summary['run_dir']}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------- eval

@@ -151,13 +151,20 @@ def validate_train(cfg: Any) -> None:
     need(a.total_steps >= 1, "algorithm.total_steps", a.total_steps, "must be >= 1")
     need(e.num_envs >= 1, "env.num_envs", e.num_envs, "must be >= 1")
     need(h.vec_env in ("async", "sync"), "hardware.vec_env", h.vec_env, "use async or sync")
-    need(h.num_workers is None or h.num_workers >= 1, "hardware.num_workers", h.num_workers,
-         "must be null or >= 1")
+    need(
+        h.num_workers is None or h.num_workers >= 1,
+        "hardware.num_workers",
+        h.num_workers,
+        "must be null or >= 1",
+    )
     need(h.torch_threads >= 0, "hardware.torch_threads", h.torch_threads, "must be >= 0")
-    need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind,
-         "use wandb or none")
-    need(cfg.logger.mode in ("offline", "online", "disabled"), "logger.mode", cfg.logger.mode,
-         "use offline, online or disabled")
+    need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind, "use wandb or none")
+    need(
+        cfg.logger.mode in ("offline", "online", "disabled"),
+        "logger.mode",
+        cfg.logger.mode,
+        "use offline, online or disabled",
+    )
     need(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     need(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
     need(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, "must be >= 0")

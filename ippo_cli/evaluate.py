@@ -128,7 +128,11 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
     env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
     try:
         result = run_episodes(
-            agent, env, cfg.episodes, deterministic=cfg.deterministic, seed=cfg.seed,
+            agent,
+            env,
+            cfg.episodes,
+            deterministic=cfg.deterministic,
+            seed=cfg.seed,
             render=cfg.render,
         )
     finally:

@@ -181,8 +181,10 @@ class IPPO:
         for group, agents in self.grouped_agents.items():
             first = agents[0]
             for other in agents[1:]:
-                for kind, table in (("observation", self.observation_spaces),
-                                    ("action", self.action_spaces)):
+                for kind, table in (
+                    ("observation", self.observation_spaces),
+                    ("action", self.action_spaces),
+                ):
                     if table[other] != table[first]:
                         raise ValueError(
                             f"agents of group '{group}' must share spaces: {first} has "
@@ -356,8 +358,10 @@ class IPPO:
         rollout.ends.copy_(tensor(np.where(np.isnan(ends), 1.0, ends)))
         rollout.valid.copy_(torch.as_tensor(valid, device=self.device))
         nxt = np.stack(
-            [np.asarray(next_states[a], np.float32).reshape(num_envs, *obs_space.shape)
-             for a in agents],
+            [
+                np.asarray(next_states[a], np.float32).reshape(num_envs, *obs_space.shape)
+                for a in agents
+            ],
             axis=1,
         ).reshape(num_envs * len(agents), *obs_space.shape)
         last = self.value_group(net_id, tensor(nxt)).reshape(num_envs, len(agents))
@@ -417,8 +421,13 @@ class IPPO:
                 critic_opt.step()
 
                 totals += torch.stack(
-                    [policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl,
-                     clip_frac]
+                    [
+                        policy_loss.detach(),
+                        value_loss.detach(),
+                        entropy.detach(),
+                        approx_kl,
+                        clip_frac,
+                    ]
                 )
                 updates += 1
             if stop:
@@ -520,22 +529,33 @@ def validate_hyperparameters(h: Mapping[str, Any]) -> None:
 
     need(is_int(h["batch_size"]) and h["batch_size"] >= 1, "batch_size", "must be an int >= 1")
     need(is_int(h["learn_step"]) and h["learn_step"] >= 1, "learn_step", "must be an int >= 1")
-    need(is_int(h["update_epochs"]) and h["update_epochs"] >= 1, "update_epochs",
-         "must be an int >= 1")
+    need(
+        is_int(h["update_epochs"]) and h["update_epochs"] >= 1,
+        "update_epochs",
+        "must be an int >= 1",
+    )
     need(is_real(h["lr"]) and h["lr"] > 0, "lr", "must be > 0")
     need(is_real(h["gamma"]) and 0 <= h["gamma"] <= 1, "gamma", "must be in [0, 1]")
-    need(is_real(h["gae_lambda"]) and 0 <= h["gae_lambda"] <= 1, "gae_lambda",
-         "must be in [0, 1]")
+    need(is_real(h["gae_lambda"]) and 0 <= h["gae_lambda"] <= 1, "gae_lambda", "must be in [0, 1]")
     for name in ("clip_coef", "ent_coef", "vf_coef", "max_grad_norm"):
         need(is_real(h[name]) and h[name] >= 0, name, "must be >= 0")
     need(is_real(h["action_std_init"]), "action_std_init", "must be a number (a log std)")
-    need(h["target_kl"] is None or (is_real(h["target_kl"]) and h["target_kl"] >= 0),
-         "target_kl", "must be null or >= 0")
-    need(h["action_batch_size"] is None or (is_int(h["action_batch_size"])
-                                            and h["action_batch_size"] >= 1),
-         "action_batch_size", "must be null or an int >= 1")
-    need(h["torch_compiler"] is None or h["torch_compiler"] in TORCH_COMPILE_MODES,
-         "torch_compiler", f"must be null or one of {', '.join(TORCH_COMPILE_MODES)}")
+    need(
+        h["target_kl"] is None or (is_real(h["target_kl"]) and h["target_kl"] >= 0),
+        "target_kl",
+        "must be null or >= 0",
+    )
+    need(
+        h["action_batch_size"] is None
+        or (is_int(h["action_batch_size"]) and h["action_batch_size"] >= 1),
+        "action_batch_size",
+        "must be null or an int >= 1",
+    )
+    need(
+        h["torch_compiler"] is None or h["torch_compiler"] in TORCH_COMPILE_MODES,
+        "torch_compiler",
+        f"must be null or one of {', '.join(TORCH_COMPILE_MODES)}",
+    )
 
 
 def normalize(advantages: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,5 @@ def observation_dim(space: spaces.Space) -> int:
 
 def unsupported(space: spaces.Space, role: str) -> TypeError:
     return TypeError(
-        f"unsupported {role} space {space}; supported: Box observations, "
-        "Discrete and Box actions"
+        f"unsupported {role} space {space}; supported: Box observations, Discrete and Box actions"
     )

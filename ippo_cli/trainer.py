@@ -112,9 +112,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train for ``algorithm.total_steps`` env steps; returns the run summary."""
         cfg = self.cfg
-        self.logger = RunLogger(
-            self.run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True)
-        )
+        self.logger = RunLogger(self.run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True))
         self.eval_env = env_fn(cfg.env)()
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
         start = time.perf_counter()

@@ -38,7 +38,9 @@ def run_training(tmp_path: Path, overrides: list[str]):
     return trainer
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
     """Run `ippo ...` as a user would, in a subprocess."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
     return subprocess.run(

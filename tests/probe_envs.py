@@ -47,7 +47,8 @@ class _ProbeEnv(ParallelEnv):
         return self._act_space
 
     def _obs(self, agent: str) -> Any:
-        return np.zeros(self._obs_space.shape, self._obs_space.dtype)
+        # Ones, not zeros: a zero input through LayerNorm leaves a network nothing to learn with.
+        return np.ones(self._obs_space.shape, self._obs_space.dtype)
 
     def _reward(self, agent: str, action: Any) -> float:
         return 1.0
@@ -100,8 +101,10 @@ class ConstantRewardEnv(_ProbeEnv):
 
 
 class ActionRewardEnv(_ProbeEnv):
-    """Zero obs; reward depends only on the action (``"discrete"``: 1 for action 1; ``"box"``:
-    ``1 - |a - 0.5|``)."""
+    """Constant obs of ones; reward depends only on the action.
+
+    ``"discrete"``: 1 for action 1; ``"box"``: ``1 - |a - 0.5|``.
+    """
 
     def __init__(
         self, action_space: str = "discrete", n_agents: int = 1, episode_len: int = 1

@@ -72,5 +72,10 @@ def test_learn_changes_actor_and_critic_weights_and_returns_a_loss_per_group():
     before_v = [p.clone() for p in agent.critics["a"].parameters()]
     loss = agent.learn(_experiences(agent))
     assert set(loss) == {"a"} and math.isfinite(loss["a"])
-    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actors["a"].parameters()))
-    assert any(not torch.equal(b, p) for b, p in zip(before_v, agent.critics["a"].parameters()))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, agent.actors["a"].parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(b, p)
+        for b, p in zip(before_v, agent.critics["a"].parameters(), strict=True)
+    )

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from mpe2 import simple_speaker_listener_v4, simple_spread_v3
-from probe_envs import (
+
+from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
+from tests.probe_envs import (
     ActionRewardEnv,
     ConstantRewardEnv,
     DyingAgentEnv,
@@ -19,8 +21,6 @@ from probe_envs import (
     InfoEnv,
     RaisingEnv,
 )
-
-from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
 KINDS = ["sync", "async"]
 
@@ -284,33 +284,32 @@ def test_actions_given_per_env_with_nan_rows_skipped():
 
 def test_async_env_exception_names_env():
     fns = [ConstantRewardEnv, ConstantRewardEnv, RaisingEnv, ConstantRewardEnv]
-    venv = AsyncVecEnv(fns, num_workers=2)
-    venv.reset()
-    venv.step({"agent_0": np.zeros(4, int)})
-    with pytest.raises(RuntimeError, match=r"^env 2 raised ValueError: bad action$") as err:
-        venv.step({"agent_0": np.ones(4, int)})
-    assert "ValueError: bad action" in err.value.worker_traceback
-    assert "Traceback" in err.value.worker_traceback
-    with pytest.raises(RuntimeError):
+    with AsyncVecEnv(fns, num_workers=2) as venv:
+        venv.reset()
         venv.step({"agent_0": np.zeros(4, int)})
-    venv.close()
-    venv.close()
+        with pytest.raises(RuntimeError, match=r"^env 2 raised ValueError: bad action$") as err:
+            venv.step({"agent_0": np.ones(4, int)})
+        assert "Traceback" in err.value.worker_traceback
+        assert "ValueError: bad action" in err.value.worker_traceback
+        with pytest.raises(RuntimeError, match="worker error"):
+            venv.step({"agent_0": np.zeros(4, int)})
+        venv.close()
+        venv.close()
 
 
 def test_async_dead_worker():
-    venv = AsyncVecEnv([ConstantRewardEnv, DyingProcessEnv, ConstantRewardEnv], num_workers=2)
-    venv.reset()
-    with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.2\) died"):
-        venv.step({"agent_0": np.ones(3, int)})
-    venv.close()
+    fns = [ConstantRewardEnv, DyingProcessEnv, ConstantRewardEnv]
+    with AsyncVecEnv(fns, num_workers=2) as venv:
+        venv.reset()
+        with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.2\) died"):
+            venv.step({"agent_0": np.ones(3, int)})
 
 
 def test_async_hanging_worker_times_out():
-    venv = AsyncVecEnv([ConstantRewardEnv, HangingEnv], num_workers=2, timeout=2.0)
-    venv.reset()
-    with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.1\) did not answer"):
-        venv.step({"agent_0": np.ones(2, int)})
-    venv.close()
+    with AsyncVecEnv([ConstantRewardEnv, HangingEnv], num_workers=2, timeout=2.0) as venv:
+        venv.reset()
+        with pytest.raises(RuntimeError, match=r"worker 1 \(envs 1\.\.1\) did not answer"):
+            venv.step({"agent_0": np.ones(2, int)})
 
 
 def test_async_spawn_context_and_worker_clamping():

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 EnvFn = Callable[[], ParallelEnv]
+Batch = dict[str, np.ndarray]  # agent -> array with a leading num_envs axis
 # (env index, {agent: non-empty info dict}) for the envs that reported something.
 EnvInfos = list[tuple[int, dict[str, dict[str, Any]]]]
 
@@ -126,12 +127,8 @@ class _EnvRunner:
     def _write_obs(self, e: int, env: ParallelEnv, obs: dict[str, Any]) -> None:
         alive = set(env.agents)
         for a in self.agents:
-            active = a in alive and a in obs
             self.bufs["active"][a][e] = a in alive
-            if active:
-                self.bufs["obs"][a][e] = obs[a]
-            else:
-                self.bufs["obs"][a][e] = 0
+            self.bufs["obs"][a][e] = obs[a] if a in alive and a in obs else 0
 
     @staticmethod
     def _keep_info(info: dict, agents: list[str]) -> dict[str, dict[str, Any]]:
@@ -284,7 +281,7 @@ class _BaseVecEnv:
         infos: dict[str, dict[str, Any]] = {
             a: {
                 "active": b["active"][a].copy(),
-                "final_obs": b["final_obs"][a],
+                "final_obs": b["final_obs"][a].copy(),
                 "_final_obs": b["has_final"][a].copy(),
             }
             for a in self.possible_agents
@@ -296,7 +293,7 @@ class _BaseVecEnv:
                         _collate_value(infos[a], key, e, value, self.num_envs)
         return infos
 
-    def _obs_copy(self) -> dict[str, np.ndarray]:
+    def _obs_copy(self) -> Batch:
         return {a: self._bufs["obs"][a].copy() for a in self.possible_agents}
 
     def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
@@ -307,15 +304,17 @@ class _BaseVecEnv:
 
     def reset(
         self, seed: int | Sequence[int] | None = None, options: dict | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """Reset every env; an int seed gives env i the seed ``seed + i``."""
+    ) -> tuple[Batch, dict[str, dict[str, Any]]]:
+        """Reset every env; an int seed gives env i ``seed + i``, a list one seed per env."""
         if self.closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         env_infos = self._reset(self._seeds(seed), options)
         self._needs_reset = False
         return self._obs_copy(), self._outputs(env_infos)
 
-    def step(self, actions: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], ...]:
+    def step(
+        self, actions: dict[str, np.ndarray]
+    ) -> tuple[Batch, Batch, Batch, Batch, dict[str, dict[str, Any]]]:
         """Step every env with ``actions[agent]`` of shape ``(num_envs, *action_shape)``.
 
         Returns ``(obs, rewards, terminations, truncations, infos)``; finished envs are reset
@@ -380,7 +379,6 @@ class SyncVecEnv(_BaseVecEnv):
 
 
 def _worker(
-    index: int,
     env_fns: list[EnvFn],
     start: int,
     pipe: Connection,
@@ -481,7 +479,6 @@ class AsyncVecEnv(_BaseVecEnv):
                     target=_worker,
                     name=f"AsyncVecEnv-worker-{i}",
                     args=(
-                        i,
                         env_fns[start:stop],
                         start,
                         child,

@@ -100,8 +100,8 @@ class StochasticActor(nn.Module):
             self.log_std = nn.Parameter(
                 torch.full((action_dim(action_space),), float(action_std_init))
             )
-            low = np.broadcast_to(action_space.low, action_space.shape).reshape(-1)
-            high = np.broadcast_to(action_space.high, action_space.shape).reshape(-1)
+            low = np.array(np.broadcast_to(action_space.low, action_space.shape)).reshape(-1)
+            high = np.array(np.broadcast_to(action_space.high, action_space.shape)).reshape(-1)
             self.register_buffer("action_low", torch.as_tensor(low, dtype=torch.float32))
             self.register_buffer("action_high", torch.as_tensor(high, dtype=torch.float32))
 

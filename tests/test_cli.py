@@ -1,0 +1,221 @@
+"""`ippo train` and `ippo eval` run as a user runs them, in subprocesses."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO, run_cli
+
+TINY = [
+    "env.num_envs=4",
+    "algorithm.learn_step=512",
+    "algorithm.total_steps=2048",
+    "eval_every=1024",
+    "eval_episodes=2",
+    "checkpoint_every=1024",
+    "progress=false",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One short speaker_listener run with wandb offline, shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("train")
+    result = run_cli(["train", "env=speaker_listener", *TINY, "hardware.num_workers=2"], cwd)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (cwd / "outputs" / "train").glob("*/*")
+    return run_dir, result
+
+
+def test_train_writes_the_run_directory(trained_run):
+    run_dir, result = trained_run
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "train.log").is_file()
+    assert (run_dir / "learning_curve.png").stat().st_size > 0
+    ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert {"last.pt", "best.pt", "step_1024.pt", "step_2048.pt"} <= ckpts
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows] == [512, 1024, 1536, 2048]
+    first = rows[0]
+    for key in (
+        "wall_time",
+        "steps_per_second",
+        "return",
+        "return/speaker",
+        "return/listener",
+        "speaker_0/policy_loss",
+        "listener_0/value_loss",
+        "listener_0/entropy",
+        "listener_0/approx_kl",
+        "listener_0/clip_fraction",
+        "listener_0/explained_variance",
+    ):
+        assert key in first, key
+    assert rows[1]["eval/return"] is not None
+    assert "final eval return" in result.stdout and str(run_dir.name) in result.stdout
+
+
+def test_eval_renders_a_gif_and_writes_eval_json(trained_run):
+    run_dir, _ = trained_run
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    result = run_cli(["eval", f"ckpt={ckpt}", "episodes=3", "render=true"], REPO)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((ckpt.parent / "eval.json").read_text())
+    assert report["episodes"] == 3 and report["episode_length"]["mean"] == 25
+    assert set(report["groups"]) == {"speaker", "listener"}
+    gif = (ckpt.parent / "eval.gif").read_bytes()
+    assert gif[:6] in (b"GIF87a", b"GIF89a") and len(gif) > 10_000
+    assert "sum over agents" in result.stdout
+
+
+def test_eval_accepts_a_run_directory(trained_run):
+    run_dir, _ = trained_run
+    result = run_cli(["eval", f"ckpt={run_dir}", "episodes=1"], REPO)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "checkpoints" / "eval.json").read_text())["episodes"] == 1
+
+
+def _metrics_without_wall_clock(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("wall_time")
+        row.pop("steps_per_second")
+    return rows
+
+
+def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        args = ["train", *TINY, "logger=none", "seed=3", f"hydra.run.dir={tmp_path / name}"]
+        result = run_cli(args, tmp_path)
+        assert result.returncode == 0, result.stderr
+        runs.append(_metrics_without_wall_clock(tmp_path / name))
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 4
+
+
+BAD_TRAIN = [
+    (["env=speaker_listner"], "unknown env 'speaker_listner'; known: pettingzoo, simple_spread"),
+    (["algorithm.lrr=0.1"], "unknown key 'algorithm.lrr'"),
+    (["+foo=1"], "unknown key 'foo'"),
+    (["algorithm.lr=0"], "algorithm.lr=0.0 is invalid"),
+    (["algorithm.lr=-1e-3"], "algorithm.lr=-0.001 is invalid"),
+    (["algorithm.batch_size=0"], "algorithm.batch_size=0 is invalid"),
+    (["algorithm.gamma=1.5"], "algorithm.gamma=1.5 is invalid"),
+    (["env.num_envs=0"], "env.num_envs=0 is invalid"),
+    (["algorithm.lr=abc"], "bad value for 'algorithm.lr'"),
+    (["env=pettingzoo"], "'env.factory' must be set"),
+    (["env=pettingzoo", "env.factory=nowhere.env"], "cannot import 'nowhere'"),
+    (["-m", "algorithm.lr=1e-4,0"], "algorithm.lr=0.0 is invalid"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_TRAIN)
+def test_bad_train_input_fails_in_one_line_before_anything_starts(tmp_path, args, message):
+    result = run_cli(["train", *args], tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs").exists()  # no run directory was created
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    result = run_cli(["train", "hardware=cuda"], tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "hardware.device=cuda but no CUDA GPU is available" in result.stderr
+
+
+def _bad_checkpoints(tmp_path, trained_run):
+    run_dir, _ = trained_run
+    good = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    files = {
+        "empty.pt": b"",
+        "truncated.pt": good[: len(good) // 3],
+        "random.pt": bytes(range(256)) * 40,
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    marker = tmp_path / "code_ran"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, torch\n"
+            "class E:\n"
+            f"    def __reduce__(self): return (os.system, ('touch {marker}',))\n"
+            "torch.save({'format_version': 1, 'agent': E(), 'config': {}}, "
+            f"'{tmp_path}/evil.pt')",
+        ],
+        check=True,
+    )
+    (tmp_path / "somedir").mkdir()
+    return marker, [
+        ("missing.pt", "does not exist"),
+        ("somedir", "is a directory"),
+        ("empty.pt", "is empty"),
+        ("truncated.pt", "corrupt or truncated"),
+        ("random.pt", "corrupt or truncated"),
+        ("evil.pt", "not plain data"),
+    ]
+
+
+def test_bad_checkpoints_are_refused_in_one_line(tmp_path, trained_run):
+    marker, cases = _bad_checkpoints(tmp_path, trained_run)
+    for name, message in cases:
+        result = run_cli(["eval", f"ckpt={tmp_path / name}"], tmp_path, timeout=120)
+        assert result.returncode != 0, name
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (name, result.stderr)
+    assert not marker.exists(), "unpickling ran code"
+
+
+def test_missing_ckpt_argument_is_named(tmp_path):
+    result = run_cli(["eval"], tmp_path, timeout=120)
+    assert result.returncode == 2 and "'ckpt' must be set" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [
+        "train",
+        "logger=none",
+        "progress=false",
+        "algorithm.total_steps=10000000",
+        "algorithm.learn_step=256",
+        "env.num_envs=2",
+        "hardware.num_workers=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ippo_cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 2
+    ):
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    from ippo_cli.ippo import IPPO
+
+    assert IPPO.load(str(last)).agent_ids == ["speaker_0", "listener_0"]
