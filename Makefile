@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff check ippo_cli tests benchmarks
 
 bench: install
-	$(BIN)/python -m benchmarks.run $(ARGS)
+	$(BIN)/python -m benchmarks.speaker_listener $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -219,3 +219,27 @@ def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
     from ippo_cli.ippo import IPPO
 
     assert IPPO.load(str(last)).agent_ids == ["speaker_0", "listener_0"]
+
+
+def test_wandb_online_without_a_login_falls_back_to_offline(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    args = [
+        "train",
+        *TINY,
+        "algorithm.total_steps=512",
+        "logger.mode=online",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "ippo_cli", *args],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wandb online failed" in result.stderr
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

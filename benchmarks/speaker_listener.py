@@ -1,0 +1,126 @@
+"""Learning benchmark: `ippo train env=speaker_listener` with defaults, several seeds.
+
+Records the deterministic evaluation return (summed over both agents, 25-step episodes)
+against env steps for each seed, the wall time, and a uniformly random policy's return
+on the same evaluation episodes, in benchmarks/results/speaker_listener.{json,png}.
+
+    python -m benchmarks.speaker_listener [--seeds 0 1 2] [--steps 500000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = -33.0  # every seed at or above this by the end (issue 2)
+EVAL_EVERY = 25_000
+EVAL_EPISODES = 20
+
+
+def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
+    cmd = [
+        sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
+        "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
+        f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint_every=0",
+        f"hydra.run.dir={run_dir}", *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    return {
+        "curve": curve,
+        "final": curve[-1][1],
+        "best": max(v for _, v in curve),
+        "wall_time_s": round(wall, 1),
+        "steps_per_second": round(steps / wall, 1),
+        "command": " ".join(cmd[2:]),
+    }
+
+
+def random_policy_return(episodes: int = 200) -> dict:
+    """Uniformly random actions on the evaluation episodes' seeds (summed over agents)."""
+    from mpe2 import simple_speaker_listener_v4
+
+    from ippo_cli.trainer import EVAL_SEED_OFFSET
+
+    env = simple_speaker_listener_v4.parallel_env(continuous_actions=True, max_cycles=25)
+    totals = []
+    for ep in range(episodes):
+        env.reset(seed=EVAL_SEED_OFFSET + ep)
+        for a in env.possible_agents:
+            env.action_space(a).seed(ep)
+        total = 0.0
+        while env.agents:
+            _, rewards, _, _, _ = env.step({a: env.action_space(a).sample() for a in env.agents})
+            total += sum(rewards.values())
+        totals.append(total)
+    env.close()
+    return {"mean": float(np.mean(totals)), "std": float(np.std(totals)), "episodes": episodes}
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for seed, run in result["seeds"].items():
+        steps, returns = zip(*run["curve"], strict=True)
+        ax.plot(steps, returns, marker=".", label=f"seed {seed}")
+    ax.axhline(TARGET, color="k", ls="--", lw=1, label=f"target {TARGET}")
+    ax.axhline(result["random_policy"]["mean"], color="r", ls=":", lw=1, label="random policy")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("eval return (sum over agents)")
+    ax.set_title("speaker_listener, defaults, deterministic evaluation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=500_000)
+    parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/speaker_listener"))
+    parser.add_argument("extra", nargs="*", help="extra `ippo train` overrides")
+    args = parser.parse_args()
+
+    seeds = {}
+    for seed in args.seeds:
+        seeds[str(seed)] = run = train(seed, args.steps, args.runs_dir / f"seed{seed}", args.extra)
+        print(f"seed {seed}: final {run['final']:.2f}, best {run['best']:.2f}, "
+              f"{run['wall_time_s']:.0f} s ({run['steps_per_second']:.0f} steps/s)", flush=True)
+    result = {
+        "benchmark": "speaker_listener learning, defaults",
+        "total_steps": args.steps,
+        "eval": {"every": EVAL_EVERY, "episodes": EVAL_EPISODES, "deterministic": True},
+        "target": TARGET,
+        "all_seeds_meet_target": all(r["final"] >= TARGET for r in seeds.values()),
+        "random_policy": random_policy_return(),
+        "seeds": seeds,
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speaker_listener.json").write_text(json.dumps(result, indent=2))
+    plot(result, RESULTS / "speaker_listener.png")
+    print(f"random policy: {result['random_policy']['mean']:.2f}; target {TARGET}; "
+          f"all seeds meet it: {result['all_seeds_meet_target']}")
+
+
+if __name__ == "__main__":
+    main()
