@@ -51,7 +51,7 @@ INFO_FLAGS = {
 }
 MAX_PREFLIGHT_COMBINATIONS = 256
 # Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
-OPEN_KEYS = ("env.kwargs.",)
+OPEN_KEYS = ("env.kwargs.", "network.groups.")
 
 
 class UserError(Exception):
@@ -171,7 +171,7 @@ def _first_line(text: str) -> str:
 
 def _check_train(cfg: DictConfig) -> None:
     from ippo_cli.envs.factory import EnvConfigError, env_fn
-    from ippo_cli.trainer import resolve_device
+    from ippo_cli.trainer import build_agent, resolve_device
 
     try:
         validate_train(cfg)
@@ -184,7 +184,14 @@ def _check_train(cfg: DictConfig) -> None:
         raise UserError(str(exc)) from None
     except TypeError as exc:
         raise UserError(f"env.kwargs rejected by {cfg.env.factory}: {exc}") from None
-    env.close()
+    try:
+        agents = list(env.possible_agents)
+        spaces = ([env.observation_space(a) for a in agents], [env.action_space(a) for a in agents])
+        build_agent(cfg, *spaces, agents, "cpu")  # network and space errors, before any run
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise UserError(_first_line(str(exc))) from None
+    finally:
+        env.close()
 
 
 # ------------------------------------------------------------------ train

@@ -34,13 +34,6 @@ class EnvConfig:
 
 
 @dataclass
-class MLPConfig:
-    hidden_size: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "ReLU"
-    layer_norm: bool = True
-
-
-@dataclass
 class HeadConfig:
     hidden_size: list[int] = field(default_factory=lambda: [64])
     activation: str = "ReLU"
@@ -49,12 +42,20 @@ class HeadConfig:
 
 @dataclass
 class NetworkConfig:
-    """The reference's net_config."""
+    """The reference's net_config.
 
-    encoder_config: MLPConfig = field(default_factory=MLPConfig)
+    ``encoder_config`` keys depend on the observation space (MLP: hidden_size, activation,
+    layer_norm; CNN: channel_size, kernel_size, stride_size, activation; Dict/Tuple:
+    latent_dim, cnn_config, mlp_config, vector_space_mlp); they are checked against it
+    when the networks are built. ``groups`` maps a group id to overrides of this config
+    for that group's networks.
+    """
+
+    encoder_config: dict[str, Any] = field(default_factory=dict)
     head_config: HeadConfig = field(default_factory=HeadConfig)
     latent_dim: int = 64
     squash_output: bool = False
+    groups: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

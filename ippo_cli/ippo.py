@@ -18,14 +18,17 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli import checkpoint
+from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
 from ippo_cli.networks import StochasticActor, ValueNetwork
 from ippo_cli.rollout import GroupRollout
 from ippo_cli.spaces import (
-    SUPPORTED_ACTION_SPACES,
-    SUPPORTED_OBSERVATION_SPACES,
+    action_is_integer,
+    action_shape,
+    check_action_space,
+    check_observation_space,
+    observation_layout,
     space_from_dict,
     space_to_dict,
-    unsupported,
 )
 
 # Constructor arguments stored in checkpoints and copied by clone(), with their defaults.
@@ -157,12 +160,16 @@ class IPPO:
             raise NotImplementedError("custom actor_networks/critic_networks are not supported")
         self.actors = torch.nn.ModuleDict()
         self.critics = torch.nn.ModuleDict()
+        self.obs_layouts = {}
         for net_id, agents in self.members.items():
             cfg = self._net_config_for(net_id)
             obs_space = self.observation_spaces[agents[0]]
             act_space = self.action_spaces[agents[0]]
-            self.actors[net_id] = StochasticActor(obs_space, act_space, cfg, action_std_init)
-            self.critics[net_id] = ValueNetwork(obs_space, cfg)
+            self.obs_layouts[net_id] = observation_layout(obs_space)
+            self.actors[net_id] = StochasticActor(
+                obs_space, act_space, cfg, action_std_init, normalize_images
+            )
+            self.critics[net_id] = ValueNetwork(obs_space, cfg, normalize_images)
         self.actors.to(self.device)
         self.critics.to(self.device)
         self.reinit_optimizers()
@@ -219,14 +226,19 @@ class IPPO:
 
     # ------------------------------------------------------------------ acting
     def act_group(
-        self, net_id: str, obs: torch.Tensor, deterministic: bool = False
+        self,
+        net_id: str,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Act for a batch of one network's observations: (action, log_prob, entropy, value).
 
         The fast path of the trainer: one forward per group over all envs and agents.
+        ``mask`` (True = legal) restricts discrete actions.
         """
         with torch.inference_mode():
-            action, log_prob, entropy = self.actors[net_id](obs, deterministic=deterministic)
+            action, log_prob, entropy = self.actors[net_id](obs, mask, deterministic)
             value = self.critics[net_id](obs)
         return action, log_prob, entropy, value
 
@@ -234,9 +246,39 @@ class IPPO:
         with torch.inference_mode():
             return self.critics[net_id](obs)
 
-    def preprocess_observation(self, observation: Any, net_id: str) -> torch.Tensor:
-        """Turn one network's observation array into a float tensor on the device."""
-        return torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=self.device)
+    def group_observations(
+        self, net_id: str, obs: Mapping[str, Any], agents: Sequence[str]
+    ) -> tuple[np.ndarray, bool]:
+        """One network's observations in storage format ``(num_envs, agents, *shape)``,
+        and whether they came unbatched (a single env's observation per agent)."""
+        layout = self.obs_layouts[net_id]
+        batch_ndim = layout.batch_ndim_of(obs[agents[0]])
+        stacked = np.stack([layout.to_storage(obs[a], batch_ndim) for a in agents], axis=0)
+        stacked = stacked[:, None] if batch_ndim == 0 else stacked
+        return np.moveaxis(stacked, 0, 1), batch_ndim == 0
+
+    def preprocess_observation(
+        self, observation: Mapping[str, Any], group_ids: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Observations as tensors on the device, in the networks' input format.
+
+        Keyed by agent, or, with ``group_ids``, by group with the group's agents
+        concatenated (env-major: row ``e * agents + i``).
+        """
+        out = {}
+        if group_ids is None:
+            for agent, obs in observation.items():
+                layout = self.obs_layouts[self.network_of[agent]]
+                x = layout.to_storage(obs, layout.batch_ndim_of(obs))
+                out[agent] = torch.as_tensor(x, device=self.device)
+            return out
+        for group in group_ids:
+            net_ids = [n for n in self.members if n == group or group_id_of(n) == group]
+            agents = [a for n in net_ids for a in self.members[n] if a in observation]
+            if agents:
+                x, _ = self.group_observations(net_ids[0], observation, agents)
+                out[group] = torch.as_tensor(x, device=self.device).flatten(0, 1)
+        return out
 
     def get_action(
         self,
@@ -258,23 +300,29 @@ class IPPO:
             present = [a for a in members if a in obs]
             if not present:
                 continue
-            space = self.observation_spaces[present[0]]
-            arrays = [np.asarray(obs[a]) for a in present]
-            unbatched = arrays[0].shape == space.shape
-            if unbatched:
-                arrays = [x[None] for x in arrays]
-            num_envs = arrays[0].shape[0]
-            x = self.preprocess_observation(np.stack(arrays, axis=1), net_id)
-            x = x.reshape(num_envs * len(present), *space.shape)
-            action, log_prob, entropy, value = self.act_group(net_id, x, deterministic)
+            act_space = self.action_spaces[present[0]]
+            stacked, unbatched = self.group_observations(net_id, obs, present)
+            num_envs = stacked.shape[0]
+            # NaN marks an absent agent in some envs; it must never reach a network.
+            x = torch.as_tensor(np.nan_to_num(stacked), device=self.device).flatten(0, 1)
+            masks = action_masks(infos, present, act_space, num_envs)
+            mask = None if masks is None else torch.as_tensor(masks, device=self.device)
+            if mask is not None:
+                mask = mask.reshape(num_envs * len(present), -1)
+            action, log_prob, entropy, value = self.act_group(net_id, x, deterministic, mask)
             if not self.training:
                 action = self.actors[net_id].env_action(action)
+            action = action.reshape(num_envs, len(present), *action.shape[1:]).cpu().numpy()
+            imposed = env_defined_actions(infos, present, act_space, num_envs)
+            if imposed is not None:
+                env_actions, where = imposed
+                action[where] = env_actions[where].astype(action.dtype)
             results = (action, log_prob, entropy, value)
-            for out, tensor in zip(outputs, results, strict=True):
-                per_agent = tensor.reshape(num_envs, len(present), *tensor.shape[1:])
-                per_agent = per_agent.cpu().numpy()
+            for out, result in zip(outputs, results, strict=True):
+                if isinstance(result, torch.Tensor):
+                    result = result.reshape(num_envs, len(present)).cpu().numpy()
                 for i, agent in enumerate(present):
-                    value_i = per_agent[:, i]
+                    value_i = result[:, i]
                     out[agent] = value_i[0] if unbatched else value_i
         return outputs
 
@@ -283,17 +331,18 @@ class IPPO:
         """Preallocated rollout storage for every network, laid out (T, env, agent, ...)."""
         rollouts = {}
         for net_id, agents in self.members.items():
-            obs_space = self.observation_spaces[agents[0]]
+            layout = self.obs_layouts[net_id]
             act_space = self.action_spaces[agents[0]]
-            discrete = isinstance(act_space, spaces.Discrete)
             rollouts[net_id] = GroupRollout.allocate(
                 num_steps,
                 num_envs,
                 len(agents),
-                tuple(obs_space.shape),
-                () if discrete else tuple(act_space.shape),
-                torch.int64 if discrete else torch.float32,
+                layout.shape,
+                action_shape(act_space),
+                torch.int64 if action_is_integer(act_space) else torch.float32,
                 self.device,
+                mask_dim(act_space),
+                layout.torch_dtype,
             )
         return rollouts
 
@@ -319,12 +368,13 @@ class IPPO:
         self, net_id: str, agents: list[str], experiences: Sequence[Any]
     ) -> GroupRollout:
         states, actions, log_probs, rewards, dones, values, next_states, next_dones = experiences
-        obs_space = self.observation_spaces[agents[0]]
-        act_space = self.action_spaces[agents[0]]
-        act_shape = () if isinstance(act_space, spaces.Discrete) else act_space.shape
-        first = np.stack(states[agents[0]])
-        num_steps = first.shape[0]
-        num_envs = first.shape[1] if first.ndim > 1 + len(obs_space.shape) else 1
+        layout = self.obs_layouts[net_id]
+        act_shape = action_shape(self.action_spaces[agents[0]])
+        num_steps = len(states[agents[0]])
+        num_envs = max(1, int(np.prod(np.shape(rewards[agents[0]][0]))))
+
+        def storage(x: Any) -> np.ndarray:
+            return layout.to_storage(x, layout.batch_ndim_of(x)).reshape(num_envs, *layout.shape)
 
         def gather(table: Mapping[str, Any], tail: tuple[int, ...]) -> np.ndarray:
             """(T, E, A, *tail) from each agent's (T, [E,] *tail) sequence."""
@@ -334,15 +384,16 @@ class IPPO:
             ]
             return np.stack(per_agent, axis=2)
 
-        obs = gather(states, obs_space.shape)
+        obs = np.stack([np.stack([storage(x) for x in states[a]]) for a in agents], axis=2)
         reward = gather(rewards, ())
         done = gather(dones, ())
         next_done = np.stack(
             [np.asarray(next_dones[a], np.float32).reshape(num_envs) for a in agents], axis=1
         )
-        # An absent agent shows up as NaN reward (and NaN observation in the reference's env).
-        flat_obs = obs.reshape(num_steps, num_envs, len(agents), -1)
-        valid = ~np.isnan(reward) & ~np.isnan(flat_obs).all(-1)
+        # An absent agent shows up as a NaN reward (and NaN observation in the reference's env).
+        valid = ~np.isnan(reward)
+        if obs.dtype.kind == "f":
+            valid &= ~np.isnan(obs.reshape(*valid.shape, -1)).all(-1)
         # ends[t] is the done that follows step t: dones[t + 1], and next_dones at the end.
         ends = np.concatenate([done[1:], next_done[None]], axis=0)
 
@@ -350,21 +401,19 @@ class IPPO:
             return torch.as_tensor(np.nan_to_num(x, nan=0.0), dtype=dtype, device=self.device)
 
         rollout = self.allocate_rollouts(num_steps, num_envs)[net_id]
-        rollout.obs.copy_(tensor(obs))
+        rollout.obs.copy_(tensor(obs, rollout.obs.dtype))
         rollout.actions.copy_(tensor(gather(actions, act_shape), rollout.actions.dtype))
         rollout.log_probs.copy_(tensor(gather(log_probs, ())))
         rollout.values.copy_(tensor(gather(values, ())))
         rollout.rewards.copy_(tensor(reward))
         rollout.ends.copy_(tensor(np.where(np.isnan(ends), 1.0, ends)))
         rollout.valid.copy_(torch.as_tensor(valid, device=self.device))
-        nxt = np.stack(
-            [
-                np.asarray(next_states[a], np.float32).reshape(num_envs, *obs_space.shape)
-                for a in agents
-            ],
-            axis=1,
-        ).reshape(num_envs * len(agents), *obs_space.shape)
-        last = self.value_group(net_id, tensor(nxt)).reshape(num_envs, len(agents))
+        rollout.chosen.copy_(rollout.valid)
+        if rollout.action_masks is not None:
+            rollout.action_masks.fill_(True)
+        nxt = np.stack([storage(next_states[a]) for a in agents], axis=1)
+        last = self.value_group(net_id, tensor(nxt, rollout.obs.dtype).flatten(0, 1))
+        last = last.reshape(num_envs, len(agents))
         rollout.last_values.copy_(last)
         return rollout
 
@@ -389,26 +438,29 @@ class IPPO:
             order = torch.randperm(n, device=self.device)
             for start in range(0, n, self.batch_size):
                 idx = order[start : start + self.batch_size]
-                dist = actor.distribution(batch["obs"][idx])
+                masks = batch["action_masks"][idx] if "action_masks" in batch else None
+                chosen = batch["chosen"][idx].float()
+                dist = actor.distribution(batch["obs"][idx], masks)
                 log_prob = dist.log_prob(batch["actions"][idx])
                 log_ratio = log_prob - batch["log_probs"][idx]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clip_frac = ((ratio - 1).abs() > self.clip_coef).float().mean()
+                    approx_kl = masked_mean((ratio - 1) - log_ratio, chosen)
+                    clip_frac = masked_mean(((ratio - 1).abs() > self.clip_coef).float(), chosen)
                 if self.target_kl is not None and approx_kl.item() > self.target_kl:
                     stop = True
                     break
                 value = critic(batch["obs"][idx])
                 policy_loss, value_loss = clipped_losses(
                     ratio,
-                    normalize(batch["advantages"][idx]),
+                    normalize(batch["advantages"][idx], chosen),
                     value,
                     batch["values"][idx],
                     batch["returns"][idx],
                     self.clip_coef,
+                    chosen,
                 )
-                entropy = dist.entropy().mean()
+                entropy = masked_mean(dist.entropy(), chosen)
                 actor_loss = policy_loss - self.ent_coef * entropy
 
                 actor_opt.zero_grad(set_to_none=True)
@@ -558,11 +610,22 @@ def validate_hyperparameters(h: Mapping[str, Any]) -> None:
     )
 
 
-def normalize(advantages: torch.Tensor) -> torch.Tensor:
-    """Per-minibatch advantage normalisation (left as is for a single sample)."""
-    if advantages.numel() < 2:
+def masked_mean(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the samples where ``weight`` is 1 (all samples without one)."""
+    if weight is None:
+        return x.mean()
+    return (x * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def normalize(advantages: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-minibatch advantage normalisation over the weighted samples (left as is for
+    fewer than two)."""
+    n = advantages.numel() if weight is None else int(weight.sum().item())
+    if n < 2:
         return advantages
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    mean = masked_mean(advantages, weight)
+    var = masked_mean((advantages - mean).pow(2), weight) * n / (n - 1)
+    return (advantages - mean) / (var.sqrt() + 1e-8)
 
 
 def clipped_losses(
@@ -572,15 +635,18 @@ def clipped_losses(
     old_value: torch.Tensor,
     returns: torch.Tensor,
     clip_coef: float,
+    policy_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate policy loss and clipped value loss (means over the batch).
 
-    policy: mean(max(-A * r, -A * clip(r, 1 - c, 1 + c)))
+    policy: mean(max(-A * r, -A * clip(r, 1 - c, 1 + c))), over the samples whose
+            ``policy_weight`` is 1 (the policy chose their action)
     value:  0.5 * mean(max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2))
     """
-    policy_loss = torch.max(
-        -advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)
-    ).mean()
+    policy_loss = masked_mean(
+        torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)),
+        policy_weight,
+    )
     clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
     value_loss = 0.5 * torch.max((value - returns).pow(2), (clipped - returns).pow(2)).mean()
     return policy_loss, value_loss
@@ -612,10 +678,8 @@ def _agent_spaces(observation_spaces, action_spaces, agent_ids):
     for agent in ids:
         if agent not in obs or agent not in act:
             raise ValueError(f"agent '{agent}' has no observation or action space")
-        if not isinstance(obs[agent], SUPPORTED_OBSERVATION_SPACES):
-            raise unsupported(obs[agent], f"observation (agent '{agent}')")
-        if not isinstance(act[agent], SUPPORTED_ACTION_SPACES):
-            raise unsupported(act[agent], f"action (agent '{agent}')")
+        check_observation_space(obs[agent], f"observation (agent '{agent}')")
+        check_action_space(act[agent], f"action (agent '{agent}')")
     return obs, act, ids
 
 

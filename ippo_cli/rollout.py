@@ -45,8 +45,10 @@ def gae(
 class GroupRollout:
     """Storage for one group: ``num_steps`` vector steps of ``num_envs`` envs x ``num_agents``.
 
-    ``valid`` marks the steps where the agent was present and chose its action; only
-    those steps enter the loss.
+    ``valid`` marks the steps where the agent was present; only those enter the losses.
+    ``chosen`` marks the valid steps whose action the policy chose (not an env-defined
+    action): only those enter the policy loss. ``action_masks`` (True = legal) are kept
+    for discrete action spaces so that learning uses the distribution that acted.
     """
 
     obs: torch.Tensor
@@ -57,7 +59,9 @@ class GroupRollout:
     ends: torch.Tensor
     bootstrap: torch.Tensor
     valid: torch.Tensor
+    chosen: torch.Tensor
     last_values: torch.Tensor
+    action_masks: torch.Tensor | None = None
 
     @classmethod
     def allocate(
@@ -69,6 +73,8 @@ class GroupRollout:
         action_shape: tuple[int, ...],
         action_dtype: torch.dtype,
         device: torch.device | str = "cpu",
+        mask_dim: int | None = None,
+        obs_dtype: torch.dtype = torch.float32,
     ) -> GroupRollout:
         lead = (num_steps, num_envs, num_agents)
 
@@ -76,7 +82,7 @@ class GroupRollout:
             return torch.zeros(*lead, *shape, dtype=dtype, device=device)
 
         return cls(
-            obs=zeros(obs_shape),
+            obs=zeros(obs_shape, obs_dtype),
             actions=zeros(action_shape, action_dtype),
             log_probs=zeros(),
             values=zeros(),
@@ -84,7 +90,9 @@ class GroupRollout:
             ends=zeros(),
             bootstrap=zeros(),
             valid=zeros(dtype=torch.bool),
+            chosen=zeros(dtype=torch.bool),
             last_values=torch.zeros(num_envs, num_agents, device=device),
+            action_masks=None if mask_dim is None else zeros((mask_dim,), torch.bool),
         )
 
     @property
@@ -117,11 +125,15 @@ class GroupRollout:
         def flat(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(n, *x.shape[3:])[keep]
 
-        return {
+        batch = {
             "obs": flat(self.obs),
             "actions": flat(self.actions),
             "log_probs": flat(self.log_probs),
             "values": flat(self.values),
             "advantages": flat(adv),
             "returns": flat(returns),
+            "chosen": flat(self.chosen),
         }
+        if self.action_masks is not None:
+            batch["action_masks"] = flat(self.action_masks)
+        return batch

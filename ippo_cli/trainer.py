@@ -6,6 +6,7 @@ import logging
 import math
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from ippo_cli.envs.factory import env_fn, make_train_env
 from ippo_cli.evaluate import EvalResult, run_episodes
 from ippo_cli.ippo import IPPO
 from ippo_cli.loggers import RunLogger, plot_learning_curve
+from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.rollout import GroupRollout
 
 log = logging.getLogger("ippo")
@@ -45,14 +47,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
+    """The reference's net_config from the `network` group: one config for every group,
+    or, when ``network.groups`` has entries, a config keyed by group id."""
+    base = OmegaConf.to_container(network_cfg, resolve=True)
+    overrides = base.pop("groups") or {}
+    unknown = set(overrides) - set(group_ids)
+    if unknown:
+        raise ValueError(
+            f"network.groups has unknown group(s) {sorted(unknown)}; groups: {group_ids}"
+        )
+    if not overrides:
+        return base
+    return {
+        g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
+    }
+
+
 def build_agent(cfg: DictConfig, observation_spaces, action_spaces, agent_ids, device) -> IPPO:
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
+    groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
     return IPPO(
         observation_spaces=observation_spaces,
         action_spaces=action_spaces,
         agent_ids=agent_ids,
-        net_config=OmegaConf.to_container(cfg.network, resolve=True),
+        net_config=net_config_of(cfg.network, groups),
         device=device,
         **hyper,
     )
@@ -114,15 +134,16 @@ class Trainer:
         cfg = self.cfg
         self.logger = RunLogger(self.run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True))
         self.eval_env = env_fn(cfg.env)()
-        previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        stop = _StopRequest()
         start = time.perf_counter()
-        interrupted = False
         try:
             obs, infos = self.env.reset(seed=cfg.seed)
             with _progress_bar(cfg.progress, cfg.algorithm.total_steps) as bar:
                 while self.progress.env_steps < cfg.algorithm.total_steps:
                     t0 = time.perf_counter()
-                    obs, infos = self.collect(obs, infos)
+                    obs, infos = self.collect(obs, infos, stop)
+                    if stop.requested:
+                        break
                     metrics = self.agent.update(self.rollouts)
                     self.progress.updates += 1
                     row = self._row(metrics, time.perf_counter() - start, t0)
@@ -130,16 +151,17 @@ class Trainer:
                     self.logger.log(row)
                     self._maybe_checkpoint()
                     bar.update(self.progress.env_steps, row)
-            if self.progress.last_eval_step != self.progress.env_steps:
+            if not stop.requested and self.progress.last_eval_step != self.progress.env_steps:
                 row = {"env_steps": self.progress.env_steps, "update": self.progress.updates}
                 self._evaluate_into(row)
                 self.logger.log(row)
-        except KeyboardInterrupt:
-            interrupted = True
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            stop.restore()
             self.save("last.pt")
             self.close()
+        interrupted = stop.requested
+        if interrupted:
+            log.warning("stopped by a signal at %d env steps", self.progress.env_steps)
         wall = time.perf_counter() - start
         plot_learning_curve(
             self.run_dir / "metrics.jsonl",
@@ -164,35 +186,60 @@ class Trainer:
             self.logger.close()
 
     # -------------------------------------------------------------- collect
-    def collect(self, obs: dict[str, np.ndarray], infos: dict[str, Any]):
-        """Fill the rollout storage with ``num_steps`` vector steps; returns the last obs."""
+    def collect(self, obs: dict[str, np.ndarray], infos: dict[str, Any], stop=None):
+        """Fill the rollout storage with ``num_steps`` vector steps; returns the last obs.
+
+        A stop request abandons the partial rollout: the agent and counters stay as they
+        were after the last update, which is what gets saved.
+        """
         agent, env = self.agent, self.env
         members = agent.members
         for t in range(self.num_steps):
+            if stop is not None and stop.requested:
+                return obs, infos
             actions: dict[str, np.ndarray] = {}
             for net_id, agents in members.items():
                 roll = self.rollouts[net_id]
-                x = torch.from_numpy(np.stack([obs[a] for a in agents], axis=1))
-                roll.obs[t] = x
-                roll.valid[t] = torch.from_numpy(
-                    np.stack([infos[a]["active"] for a in agents], axis=1)
-                )
-                flat = roll.obs[t].reshape(-1, *roll.obs.shape[3:])
-                action, log_prob, _, value = agent.act_group(net_id, flat)
+                space = agent.action_spaces[agents[0]]
                 shape = (self.num_envs, len(agents))
-                roll.actions[t] = action.reshape(*shape, *roll.actions.shape[3:])
+                roll.obs[t] = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
+                active = np.stack([infos[a]["active"] for a in agents], axis=1)
+                roll.valid[t] = torch.from_numpy(active)
+                mask = None
+                if roll.action_masks is not None:
+                    masks = action_masks(infos, agents, space, self.num_envs, active)
+                    roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
+                    mask = None if masks is None else roll.action_masks[t].flatten(0, 1)
+                action, log_prob, _, value = agent.act_group(
+                    net_id, roll.obs[t].flatten(0, 1), mask=mask
+                )
                 roll.log_probs[t] = log_prob.reshape(shape)
                 roll.values[t] = value.reshape(shape)
                 env_action = agent.actors[net_id].env_action(action).cpu().numpy()
                 env_action = env_action.reshape(*shape, *env_action.shape[1:])
+                action = action.reshape(*shape, *action.shape[1:])
+                chosen = active
+                imposed = env_defined_actions(infos, agents, space, self.num_envs)
+                if imposed is not None:
+                    # The env acts for these agents: it gets their action, the policy
+                    # loss does not (the policy did not choose it).
+                    forced, where = imposed
+                    env_action[where] = forced[where]
+                    action = action.clone()
+                    action[torch.from_numpy(where)] = torch.from_numpy(forced[where]).to(
+                        action.dtype
+                    )
+                    chosen = active & ~where
+                roll.actions[t] = action
+                roll.chosen[t] = torch.from_numpy(chosen)
                 for i, a in enumerate(agents):
                     actions[a] = env_action[:, i]
             obs, rewards, terms, truncs, infos = env.step(actions)
             self._store_outcome(t, rewards, terms, truncs, infos)
         for net_id, agents in members.items():
             roll = self.rollouts[net_id]
-            x = torch.from_numpy(np.stack([obs[a] for a in agents], axis=1)).to(self.device)
-            value = agent.value_group(net_id, x.reshape(-1, *roll.obs.shape[3:]).float())
+            x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
+            value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.num_steps * self.num_envs
         return obs, infos
@@ -212,9 +259,9 @@ class Trainer:
             cut = (np.nan_to_num(trunc) > 0) & (np.nan_to_num(term) == 0)
             roll.bootstrap[t] = 0.0
             if cut.any():
-                final = np.stack([infos[a]["final_obs"] for a in agents], axis=1)[cut]
-                final_t = torch.from_numpy(final).to(self.device, torch.float32)
-                values = agent.value_group(net_id, final_t)
+                finals = {a: infos[a]["final_obs"] for a in agents}
+                final = agent.group_observations(net_id, finals, agents)[0][cut]
+                values = agent.value_group(net_id, torch.from_numpy(final).to(self.device))
                 roll.bootstrap[t][torch.from_numpy(cut).to(self.device)] = values
         self._track_episodes(rewards, terms, truncs)
 
@@ -319,8 +366,31 @@ class Trainer:
         return path
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C
-    raise KeyboardInterrupt
+class _StopRequest:
+    """Ctrl-C and SIGTERM ask the loop to stop at the next vector step.
+
+    The handler only sets a flag: an exception raised at an arbitrary point could land in
+    a finalizer (where Python drops it) or leave the rollout half-written. A second
+    signal restores the default behaviour, so a stuck run can still be killed.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _progress_bar:

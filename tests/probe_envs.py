@@ -231,3 +231,59 @@ class HangingEnv(ConstantRewardEnv):
         if any(int(a) == 1 for a in actions.values()):
             time.sleep(self.sleep)
         return super().step(actions)
+
+
+class DictObsEnv(DyingAgentEnv):
+    """``Dict`` observations; ``agent_1`` dies at ``death_step``, ``agent_0`` at ``episode_len``.
+
+    ``image`` is filled with ``10 * t + idx + 1``, ``pos`` is ``[t / episode_len, -idx]`` and ``id``
+    is ``(t + idx) % 3``, so every step's (and every final) observation is distinguishable.
+    """
+
+    SPACE = spaces.Dict(
+        {
+            "image": spaces.Box(0, 255, (8, 8, 3), np.uint8),
+            "pos": spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "id": spaces.Discrete(3),
+        }
+    )
+
+    def __init__(self, episode_len: int = 4, death_step: int = 2) -> None:
+        super().__init__(episode_len=episode_len, death_step=death_step)
+        self._obs_space = self.SPACE
+
+    def _obs(self, agent: str) -> dict[str, Any]:
+        idx = self.possible_agents.index(agent)
+        return {
+            "image": np.full((8, 8, 3), 10 * self.t + idx + 1, np.uint8),
+            "pos": np.array([self.t / self.episode_len, -idx], np.float32),
+            "id": (self.t + idx) % 3,
+        }
+
+
+class TupleObsEnv(DyingAgentEnv):
+    """``Tuple`` observations (Box, Discrete, MultiBinary, MultiDiscrete), dying like
+    ``DictObsEnv``: ``(full(3, t / episode_len), (t + idx) % 5, bits of t, [t % 3, idx])``."""
+
+    SPACE = spaces.Tuple(
+        (
+            spaces.Box(-1.0, 1.0, (3,), np.float32),
+            spaces.Discrete(5),
+            spaces.MultiBinary(4),
+            spaces.MultiDiscrete([3, 2]),
+        )
+    )
+
+    def __init__(self, episode_len: int = 4, death_step: int = 2) -> None:
+        super().__init__(episode_len=episode_len, death_step=death_step)
+        self._obs_space = self.SPACE
+
+    def _obs(self, agent: str) -> tuple:
+        idx = self.possible_agents.index(agent)
+        bits = np.array([(self.t >> i) & 1 for i in range(4)], np.int8)
+        return (
+            np.full(3, self.t / self.episode_len, np.float32),
+            (self.t + idx) % 5,
+            bits,
+            np.array([self.t % 3, idx], np.int64),
+        )

@@ -101,7 +101,10 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path):
 
 
 BAD_TRAIN = [
-    (["env=speaker_listner"], "unknown env 'speaker_listner'; known: pettingzoo, simple_spread"),
+    (
+        ["env=speaker_listner"],
+        "unknown env 'speaker_listner'; known: knights_archers_zombies, pettingzoo, pistonball",
+    ),
     (["algorithm.lrr=0.1"], "unknown key 'algorithm.lrr'"),
     (["+foo=1"], "unknown key 'foo'"),
     (["algorithm.lr=0"], "algorithm.lr=0.0 is invalid"),
@@ -212,7 +215,12 @@ def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
     ):
         time.sleep(0.2)
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # never leave a training process behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     last = tmp_path / "run" / "checkpoints" / "last.pt"

@@ -5,21 +5,27 @@ from __future__ import annotations
 import copy
 import functools
 import multiprocessing as mp
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium import spaces
 from mpe2 import simple_speaker_listener_v4, simple_spread_v3
+from omegaconf import OmegaConf
 
-from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
+from ippo_cli.envs.factory import build_env
+from ippo_cli.envs.vector import AsyncPettingZooVecEnv, AsyncVecEnv, SyncVecEnv, make_vec_env
 from tests.probe_envs import (
     ActionRewardEnv,
     ConstantRewardEnv,
+    DictObsEnv,
     DyingAgentEnv,
     DyingProcessEnv,
     HangingEnv,
     InfoEnv,
     RaisingEnv,
+    TupleObsEnv,
 )
 
 KINDS = ["sync", "async"]
@@ -341,12 +347,236 @@ def test_make_vec_env_rejects_unknown_kind():
         make_vec_env([ConstantRewardEnv], kind="threads")
 
 
-class _DictObsEnv(ConstantRewardEnv):
-    def observation_space(self, agent):
-        return spaces.Dict({"x": spaces.Discrete(2)})
+# --- Dict / Tuple observation spaces ------------------------------------------------------------
+
+TWO_ACTS = {"agent_0": np.zeros(2, int), "agent_1": np.zeros(2, int)}
+
+
+def _leaves(x):
+    """(path, array) pairs of a nested dict/tuple output, for exhaustive comparisons."""
+    if isinstance(x, dict):
+        return [(f"{k}/{p}", v) for k, sub in x.items() for p, v in _leaves(sub)]
+    if isinstance(x, tuple | list):
+        return [(f"{i}/{p}", v) for i, sub in enumerate(x) for p, v in _leaves(sub)]
+    return [("", x)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_dict_observation_space_not_supported(kind):
-    with pytest.raises(NotImplementedError, match="agent_0.*Dict|Dict.*agent_0"):
-        make(kind, [_DictObsEnv])
+def test_dict_observations(kind):
+    with make(kind, [DictObsEnv] * 2) as venv:
+        assert isinstance(venv.single_observation_space("agent_0"), spaces.Dict)
+        obs, infos = venv.reset()
+        expect = {"id": ((2,), np.int64), "image": ((2, 8, 8, 3), np.uint8)}
+        expect["pos"] = ((2, 2), np.float32)
+        for a in ("agent_0", "agent_1"):
+            for out in (obs[a], infos[a]["final_obs"]):
+                assert isinstance(out, dict) and list(out) == ["id", "image", "pos"]
+                assert {k: (v.shape, v.dtype) for k, v in out.items()} == expect
+            assert not any(v.any() for v in infos[a]["final_obs"].values())
+        assert (obs["agent_1"]["image"] == 2).all() and obs["agent_1"]["id"].tolist() == [1, 1]
+        np.testing.assert_array_equal(obs["agent_1"]["pos"], [[0.0, -1.0]] * 2)
+
+        first = venv.step(TWO_ACTS)
+        saved = copy.deepcopy(first)
+        obs, _, term, _, infos = venv.step(TWO_ACTS)  # t=2: agent_1 dies
+        for part, ref in zip(first, saved, strict=True):  # outputs are copies
+            for (_, x), (_, y) in zip(_leaves(part), _leaves(ref), strict=True):
+                np.testing.assert_array_equal(x, y)
+        assert term["agent_1"].tolist() == [1.0, 1.0] and not infos["agent_1"]["active"].any()
+        final = infos["agent_1"]["final_obs"]
+        assert infos["agent_1"]["_final_obs"].all() and (final["image"] == 22).all()
+        assert final["id"].tolist() == [0, 0] and final["image"].dtype == np.uint8
+        np.testing.assert_array_equal(final["pos"], [[0.5, -1.0]] * 2)
+        assert not any(v.any() for v in obs["agent_1"].values())  # zeros where inactive
+        assert (obs["agent_0"]["image"] == 21).all() and obs["agent_0"]["id"].tolist() == [2, 2]
+        assert not any(v.any() for v in infos["agent_0"]["final_obs"].values())
+
+        obs, _, _, _, infos = venv.step({"agent_0": np.zeros(2, int)})
+        assert not any(v.any() for v in infos["agent_1"]["final_obs"].values())
+        obs, _, term, _, infos = venv.step({"agent_0": np.zeros(2, int)})  # t=4: autoreset
+        final = infos["agent_0"]["final_obs"]
+        assert term["agent_0"].all() and infos["agent_0"]["_final_obs"].all()
+        assert (final["image"] == 41).all() and final["id"].tolist() == [1, 1]
+        np.testing.assert_array_equal(final["pos"], [[1.0, 0.0]] * 2)
+        assert infos["agent_1"]["active"].all() and (obs["agent_1"]["image"] == 2).all()
+        assert (obs["agent_0"]["image"] == 1).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tuple_observations(kind):
+    with make(kind, [TupleObsEnv] * 2) as venv:
+        obs, infos = venv.reset()
+        expect = [((2, 3), np.float32), ((2,), np.int64), ((2, 4), np.int8), ((2, 2), np.int64)]
+        for out in (obs["agent_0"], infos["agent_1"]["final_obs"]):
+            assert isinstance(out, tuple) and [(v.shape, v.dtype) for v in out] == expect
+        assert obs["agent_1"][1].tolist() == [1, 1] and obs["agent_1"][3].tolist() == [[0, 1]] * 2
+        venv.step(TWO_ACTS)
+        obs, _, _, _, infos = venv.step(TWO_ACTS)  # t=2: agent_1 dies
+        box, disc, bits, multi = infos["agent_1"]["final_obs"]
+        np.testing.assert_array_equal(box, np.full((2, 3), 0.5, np.float32))
+        assert disc.tolist() == [3, 3] and bits.tolist() == [[0, 1, 0, 0]] * 2
+        assert multi.tolist() == [[2, 1]] * 2
+        assert not any(v.any() for v in obs["agent_1"]) and obs["agent_0"][1].tolist() == [2, 2]
+        assert not any(v.any() for v in infos["agent_0"]["final_obs"])
+
+
+def test_structured_observations_sync_and_async_are_bit_identical():
+    fns = [
+        DictObsEnv,
+        functools.partial(DictObsEnv, episode_len=3, death_step=1),
+        TupleObsEnv,
+        functools.partial(TupleObsEnv, episode_len=5, death_step=3),
+    ]
+    for group in (fns[:2] * 2, fns[2:] * 2):
+        runs = []
+        for venv in (SyncVecEnv(group), AsyncVecEnv(group, num_workers=2)):
+            with venv:
+                out = [venv.reset(seed=0)]
+                for t in range(14):
+                    alive = out[-1][-1]  # infos of the last reset/step
+                    acts = {
+                        a: np.full(4, t % 2)
+                        for a in venv.possible_agents
+                        if alive[a]["active"].any() or t % 2  # no key, or NaN rows if dead
+                    }
+                    out.append(venv.step(acts))
+            runs.append(out)
+        leaves = [_leaves(run) for run in runs]
+        assert len(leaves[0]) == len(leaves[1]) > 100
+        for (p, x), (q, y) in zip(*leaves, strict=True):
+            assert p == q and x.dtype == y.dtype and x.tobytes() == y.tobytes(), p
+
+
+class _NestedObsEnv(ConstantRewardEnv):
+    def __init__(self, space):
+        super().__init__()
+        self._obs_space = space
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "space",
+    [
+        spaces.Dict({"x": spaces.Dict({"y": spaces.Discrete(2)})}),
+        spaces.Tuple((spaces.Discrete(2), spaces.Tuple((spaces.Discrete(2),)))),
+        spaces.Dict({"x": spaces.Text(5)}),
+    ],
+)
+def test_unsupported_observation_spaces(kind, space):
+    name = type(space).__name__
+    with pytest.raises(NotImplementedError, match=f"{name}.*agent_0"):
+        make(kind, [functools.partial(_NestedObsEnv, space)])
+
+
+# --- compatibility with the reference's AsyncPettingZooVecEnv ---------------------------------
+
+
+def test_reference_async_pettingzoo_vec_env_loop():
+    assert AsyncPettingZooVecEnv is AsyncVecEnv
+    num_envs = 4
+    env = AsyncPettingZooVecEnv(
+        [
+            lambda: simple_speaker_listener_v4.parallel_env(continuous_actions=True, max_cycles=25)
+            for _ in range(num_envs)
+        ],
+        copy=True,
+        context=None,
+    )
+    with env:
+        obs, info = env.reset()
+        observation_spaces = [env.single_observation_space(agent) for agent in env.agents]
+        action_spaces = [env.single_action_space(agent) for agent in env.agents]
+        assert [s.shape for s in observation_spaces] == [(3,), (11,)]
+        scores = np.zeros((num_envs, len(env.agents)))
+        for _ in range(30):
+            action = {
+                agent: np.stack([space.sample() for _ in range(num_envs)]) * 2
+                for agent, space in zip(env.agents, action_spaces, strict=True)
+            }
+            clipped_action = {
+                agent: np.clip(action[agent], space.low, space.high)
+                for agent, space in zip(env.agents, action_spaces, strict=True)
+            }
+            obs, reward, terminated, truncated, info = env.step(clipped_action)
+            scores += np.array(list(reward.values())).transpose()
+            term = np.array(list(terminated.values())).transpose()
+            assert term.shape == (num_envs, 2) and not np.isnan(term).any()
+            assert not any(np.isnan(terminated[agent]).any() for agent in env.agents)
+        assert scores.shape == (num_envs, 2) and (scores < 0).all()
+    # The reference's positional (env_fns, copy) and the full keyword signature.
+    with AsyncPettingZooVecEnv([speaker_listener] * 2, True) as env:
+        assert env.num_workers >= 1 and env.reset()[0]["listener_0"].shape == (2, 11)
+    with AsyncVecEnv([spread] * 2, 2, None, 60.0, True) as env:
+        assert env.num_workers == 2 and env.reset()[0]["agent_0"].shape == (2, 18)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_env_fns_returning_one_shared_env_object(kind):
+    shared = spread()
+    with make(kind, [lambda: shared] * 3, num_workers=1) as venv:
+        obs, _ = venv.reset(seed=0)
+        for i in range(3):
+            np.testing.assert_array_equal(obs["agent_0"][i], spread().reset(seed=i)[0]["agent_0"])
+
+
+# --- env configs in conf/env --------------------------------------------------------------------
+
+CONF_ENV = Path(__file__).resolve().parents[1] / "conf" / "env"
+EXPECTED_ENVS = {
+    "simple_adversary": {"adversary_0": (8,), "agent_0": (10,), "agent_1": (10,)},
+    "pistonball": {f"piston_{i}": (32, 32, 3) for i in range(20)},
+    "knights_archers_zombies": {a: (27, 5) for a in ("archer_0", "archer_1")}
+    | {a: (27, 5) for a in ("knight_0", "knight_1")},
+}
+
+
+def _config_env_fn(name: str, **overrides):
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_ENV / f"{name}.yaml"))
+    assert set(cfg) == {"name", "factory", "kwargs", "wrappers", "num_envs"}
+    kwargs = {**cfg["kwargs"], **overrides}
+
+    def fn():
+        with warnings.catch_warnings():  # pettingzoo's old-creation-API deprecation notice
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return build_env(cfg["factory"], kwargs, cfg["wrappers"])
+
+    return cfg, fn
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_ENVS))
+def test_env_config_builds_and_steps(name):
+    cfg, fn = _config_env_fn(name)
+    n = cfg["num_envs"]
+    rng = np.random.default_rng(0)
+    with SyncVecEnv([fn] * n) as venv:
+        assert venv.possible_agents == list(EXPECTED_ENVS[name])
+        obs, _ = venv.reset(seed=0)
+        for _ in range(20):
+            obs, rew, _, _, infos = venv.step(random_actions(venv, rng))
+        for agent, shape in EXPECTED_ENVS[name].items():
+            space = venv.single_observation_space(agent)
+            assert isinstance(space, spaces.Box) and space.shape == shape
+            assert obs[agent].shape == (n, *shape) and obs[agent].dtype == space.dtype
+            assert rew[agent].shape == (n,)
+    if name == "pistonball":
+        assert space.dtype == np.uint8
+
+
+def test_knights_archers_zombies_agent_dies_mid_episode():
+    # Seed 4 with everyone walking forward: knight_0 meets a zombie at step 20 of the episode.
+    _, fn = _config_env_fn("knights_archers_zombies")
+    with SyncVecEnv([fn]) as venv:
+        venv.reset(seed=4)
+        forward = {a: np.zeros(1, int) for a in venv.possible_agents}
+        for _ in range(40):
+            acts = {a: forward[a] for a in venv.possible_agents if venv._bufs["active"][a][0]}
+            obs, rew, term, _, infos = venv.step(acts)
+            active = {a: bool(infos[a]["active"][0]) for a in venv.possible_agents}
+            if not all(active.values()):
+                break
+        dead = [a for a, alive in active.items() if not alive]
+        assert any(active.values()) and dead, "no agent died alone within 40 steps"
+        assert all(term[a][0] == 1.0 and infos[a]["_final_obs"][0] for a in dead)
+        assert all(not obs[a][0].any() for a in dead)
+        obs, rew, term, _, infos = venv.step({a: forward[a] for a in active if active[a]})
+        assert all(np.isnan(rew[a][0]) and not infos[a]["active"][0] for a in dead)

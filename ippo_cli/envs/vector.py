@@ -8,10 +8,15 @@ Outputs are dicts keyed by every agent of ``possible_agents``, batched over envs
 dones are float32 with NaN where the agent was absent from that env's step; observations are
 zeros where the agent is inactive; ``infos[agent]`` holds ``active``, ``final_obs``,
 ``_final_obs`` and the env's own info keys collated gymnasium-style (``key`` + ``_key`` mask).
+
+Observation spaces may be Box/Discrete/MultiDiscrete/MultiBinary, or a Dict/Tuple of those (one
+level): ``obs[agent]`` (and ``infos[agent]["final_obs"]``) is then a dict ``{key: array}`` or a
+tuple of arrays, each batched over envs and stored in its own shared-memory buffer.
 """
 
 from __future__ import annotations
 
+import copy as copylib
 import multiprocessing as mp
 import os
 import signal
@@ -26,11 +31,16 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 EnvFn = Callable[[], ParallelEnv]
+# One agent's batched observation: an array with a leading num_envs axis, or for Dict/Tuple
+# spaces a dict/tuple of such arrays (one per subspace).
+ObsArray = np.ndarray | dict[str, np.ndarray] | tuple[np.ndarray, ...]
 Batch = dict[str, np.ndarray]  # agent -> array with a leading num_envs axis
+ObsBatch = dict[str, ObsArray]
 # (env index, {agent: non-empty info dict}) for the envs that reported something.
 EnvInfos = list[tuple[int, dict[str, dict[str, Any]]]]
 
 _RESERVED_INFO_KEYS = ("active", "final_obs", "_final_obs")
+_LEAF_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 _ALIGN = 64
 
 
@@ -38,9 +48,73 @@ def _storage(space: spaces.Space, agent: str, what: str) -> tuple[tuple[int, ...
     """Per-env (shape, dtype) used to store a value of ``space``."""
     if isinstance(space, spaces.Discrete):
         return (), np.dtype(np.int64)
-    if isinstance(space, spaces.MultiDiscrete | spaces.MultiBinary | spaces.Box):
+    if isinstance(space, _LEAF_SPACES):
         return tuple(space.shape), np.dtype(space.dtype)
     raise NotImplementedError(f"{what} space {space} of agent {agent!r} is not supported yet")
+
+
+def _obs_leaves(space: spaces.Space, agent: str) -> tuple[str | None, list[tuple[Any, Any]]]:
+    """``(kind, [(key, (shape, dtype)), ...])`` of an observation space: kind is ``None`` for a
+    plain space (one leaf, key ``None``), ``"dict"`` or ``"tuple"`` for one level of nesting."""
+    if isinstance(space, spaces.Dict | spaces.Tuple):
+        kind = "dict" if isinstance(space, spaces.Dict) else "tuple"
+        items = space.spaces.items() if kind == "dict" else enumerate(space.spaces)
+        leaves = []
+        for key, sub in items:
+            if not isinstance(sub, _LEAF_SPACES):
+                what = "nested Dict/Tuple" if isinstance(sub, spaces.Dict | spaces.Tuple) else "it"
+                raise NotImplementedError(
+                    f"observation space {space} of agent {agent!r}: subspace {key!r} is {sub}; "
+                    f"{what} is not supported"
+                )
+            leaves.append((key, _storage(sub, agent, "observation")))
+        return kind, leaves
+    return None, [(None, _storage(space, agent, "observation"))]
+
+
+def _obs_write(buf: ObsArray, e: int, value: Any) -> None:
+    """Write one env's observation ``value`` into row ``e`` of ``buf``."""
+    if isinstance(buf, dict):
+        for key, arr in buf.items():
+            arr[e] = value[key]
+    elif isinstance(buf, tuple):
+        if len(value) != len(buf):
+            raise ValueError(f"Tuple observation has {len(value)} items, expected {len(buf)}")
+        for arr, item in zip(buf, value, strict=True):
+            arr[e] = item
+    else:
+        buf[e] = value
+
+
+def _obs_fill(buf: ObsArray, index: Any, value: Any) -> None:
+    """Set rows ``index`` of every array of ``buf`` to ``value``."""
+    arrays = buf.values() if isinstance(buf, dict) else buf if isinstance(buf, tuple) else (buf,)
+    for arr in arrays:
+        arr[index] = value
+
+
+def _obs_clone(buf: ObsArray) -> ObsArray:
+    if isinstance(buf, dict):
+        return {key: arr.copy() for key, arr in buf.items()}
+    if isinstance(buf, tuple):
+        return tuple(arr.copy() for arr in buf)
+    return buf.copy()
+
+
+def _make_envs(env_fns: Sequence[EnvFn], envs: list[ParallelEnv] | None = None) -> list:
+    """Call every env_fn, appending to ``envs`` (so a failure can name the env being built).
+
+    An env object returned twice (``[lambda: env] * n``) is deep-copied, so that no two slots
+    step the same env."""
+    envs = [] if envs is None else envs
+    seen: set[int] = set()
+    for fn in env_fns:
+        env = fn()
+        if id(env) in seen:
+            env = copylib.deepcopy(env)
+        seen.add(id(env))
+        envs.append(env)
+    return envs
 
 
 def _action_converter(space: spaces.Space) -> Callable[[np.ndarray], Any]:
@@ -57,6 +131,7 @@ class _Layout:
     """Byte layout of every batched buffer, shared by the parent and the async workers."""
 
     FIELDS = ("obs", "final_obs", "has_final", "reward", "term", "trunc", "active", "action")
+    OBS_FIELDS = ("obs", "final_obs")
 
     def __init__(
         self,
@@ -65,14 +140,19 @@ class _Layout:
         act_spaces: dict[str, spaces.Space],
         num_envs: int,
     ) -> None:
-        self.entries: list[tuple[str, str, int, tuple[int, ...], np.dtype]] = []
+        # (field, agent, subspace key or None, byte offset, full shape, dtype)
+        self.entries: list[tuple[str, str, Any, int, tuple[int, ...], np.dtype]] = []
+        self.obs_kinds: dict[str, str | None] = {}
         offset = 0
         for agent in agents:
-            obs_shape, obs_dtype = _storage(obs_spaces[agent], agent, "observation")
+            kind, leaves = _obs_leaves(obs_spaces[agent], agent)
+            self.obs_kinds[agent] = kind
             act_shape, _ = _storage(act_spaces[agent], agent, "action")
-            per_env = {
-                "obs": (obs_shape, obs_dtype),
-                "final_obs": (obs_shape, obs_dtype),
+            per_env: dict[str, list[tuple[Any, tuple[tuple[int, ...], np.dtype]]]] = {
+                "obs": leaves,
+                "final_obs": leaves,
+            }
+            per_env |= {
                 "has_final": ((), np.dtype(bool)),
                 "reward": ((), np.dtype(np.float32)),
                 "term": ((), np.dtype(np.float32)),
@@ -82,21 +162,35 @@ class _Layout:
                 "action": (act_shape, np.dtype(np.float64)),
             }
             for field in self.FIELDS:
-                shape, dtype = per_env[field]
-                full = (num_envs, *shape)
-                self.entries.append((field, agent, offset, full, dtype))
-                nbytes = int(np.prod(full)) * dtype.itemsize
-                offset += -(-nbytes // _ALIGN) * _ALIGN
+                items = per_env[field] if field in self.OBS_FIELDS else [(None, per_env[field])]
+                for key, (shape, dtype) in items:
+                    full = (num_envs, *shape)
+                    self.entries.append((field, agent, key, offset, full, dtype))
+                    nbytes = int(np.prod(full)) * dtype.itemsize
+                    offset += -(-nbytes // _ALIGN) * _ALIGN
         self.nbytes = max(offset, _ALIGN)
 
     def views(self, memory: Any, start: int = 0, stop: int | None = None) -> dict[str, dict]:
-        """``{field: {agent: array}}`` views into ``memory``, restricted to envs [start, stop)."""
+        """``{field: {agent: array}}`` views into ``memory``, restricted to envs [start, stop).
+
+        For a Dict/Tuple observation space, ``obs``/``final_obs`` hold a dict/tuple of arrays.
+        """
         raw = np.frombuffer(memory, dtype=np.uint8, count=self.nbytes)
-        out: dict[str, dict[str, np.ndarray]] = {field: {} for field in self.FIELDS}
-        for field, agent, offset, shape, dtype in self.entries:
+        out: dict[str, dict[str, Any]] = {field: {} for field in self.FIELDS}
+        parts: dict[tuple[str, str], list[tuple[Any, np.ndarray]]] = {}
+        for field, agent, key, offset, shape, dtype in self.entries:
             count = int(np.prod(shape)) * dtype.itemsize
-            arr = raw[offset : offset + count].view(dtype).reshape(shape)
-            out[field][agent] = arr[start:stop]
+            arr = raw[offset : offset + count].view(dtype).reshape(shape)[start:stop]
+            if field in self.OBS_FIELDS and self.obs_kinds[agent] is not None:
+                parts.setdefault((field, agent), []).append((key, arr))
+            else:
+                out[field][agent] = arr
+        for agent, kind in self.obs_kinds.items():
+            for field in self.OBS_FIELDS:
+                if kind == "dict":
+                    out[field][agent] = dict(parts.get((field, agent), []))
+                elif kind == "tuple":
+                    out[field][agent] = tuple(arr for _, arr in parts.get((field, agent), []))
         return out
 
 
@@ -128,7 +222,10 @@ class _EnvRunner:
         alive = set(env.agents)
         for a in self.agents:
             self.bufs["active"][a][e] = a in alive
-            self.bufs["obs"][a][e] = obs[a] if a in alive and a in obs else 0
+            if a in alive and a in obs:
+                _obs_write(self.bufs["obs"][a], e, obs[a])
+            else:
+                _obs_fill(self.bufs["obs"][a], e, 0)
 
     @staticmethod
     def _keep_info(info: dict, agents: list[str]) -> dict[str, dict[str, Any]]:
@@ -136,7 +233,7 @@ class _EnvRunner:
 
     def reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
         for a in self.agents:
-            self.bufs["final_obs"][a][:] = 0
+            _obs_fill(self.bufs["final_obs"][a], slice(None), 0)
             self.bufs["has_final"][a][:] = False
         infos: EnvInfos = []
         for e, env in enumerate(self.envs):
@@ -154,7 +251,7 @@ class _EnvRunner:
             b["reward"][a][:] = np.nan
             b["term"][a][:] = np.nan
             b["trunc"][a][:] = np.nan
-            b["final_obs"][a][:] = 0
+            _obs_fill(b["final_obs"][a], slice(None), 0)
             b["has_final"][a][:] = False
         infos: EnvInfos = []
         for e, env in enumerate(self.envs):
@@ -175,7 +272,7 @@ class _EnvRunner:
                 b["trunc"][a][e] = truncated
                 if terminated or truncated:
                     if a in obs:
-                        b["final_obs"][a][e] = obs[a]
+                        _obs_write(b["final_obs"][a], e, obs[a])
                         b["has_final"][a][e] = True
                 else:
                     all_done = False
@@ -281,7 +378,7 @@ class _BaseVecEnv:
         infos: dict[str, dict[str, Any]] = {
             a: {
                 "active": b["active"][a].copy(),
-                "final_obs": b["final_obs"][a].copy(),
+                "final_obs": _obs_clone(b["final_obs"][a]),
                 "_final_obs": b["has_final"][a].copy(),
             }
             for a in self.possible_agents
@@ -293,8 +390,8 @@ class _BaseVecEnv:
                         _collate_value(infos[a], key, e, value, self.num_envs)
         return infos
 
-    def _obs_copy(self) -> Batch:
-        return {a: self._bufs["obs"][a].copy() for a in self.possible_agents}
+    def _obs_copy(self) -> ObsBatch:
+        return {a: _obs_clone(self._bufs["obs"][a]) for a in self.possible_agents}
 
     def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
         raise NotImplementedError
@@ -304,7 +401,7 @@ class _BaseVecEnv:
 
     def reset(
         self, seed: int | Sequence[int] | None = None, options: dict | None = None
-    ) -> tuple[Batch, dict[str, dict[str, Any]]]:
+    ) -> tuple[ObsBatch, dict[str, dict[str, Any]]]:
         """Reset every env; an int seed gives env i ``seed + i``, a list one seed per env."""
         if self.closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
@@ -314,7 +411,7 @@ class _BaseVecEnv:
 
     def step(
         self, actions: dict[str, np.ndarray]
-    ) -> tuple[Batch, Batch, Batch, Batch, dict[str, dict[str, Any]]]:
+    ) -> tuple[ObsBatch, Batch, Batch, Batch, dict[str, dict[str, Any]]]:
         """Step every env with ``actions[agent]`` of shape ``(num_envs, *action_shape)``.
 
         Returns ``(obs, rewards, terminations, truncations, infos)``; finished envs are reset
@@ -352,7 +449,7 @@ class SyncVecEnv(_BaseVecEnv):
     """Steps all envs sequentially in the calling process."""
 
     def __init__(self, env_fns: Sequence[EnvFn]) -> None:
-        envs = [fn() for fn in env_fns]
+        envs = _make_envs(env_fns)
         if not envs:
             raise ValueError("env_fns must not be empty")
         self._setup(envs[0], len(envs))
@@ -400,8 +497,7 @@ def _worker(
         return "error", (start + env, f"{type(exc).__name__}: {msg}", traceback.format_exc())
 
     try:
-        for fn in env_fns:
-            envs.append(fn())
+        _make_envs(env_fns, envs)
         bufs = layout.views(memory, start, start + len(envs))
         runner = _EnvRunner(envs, agents, obs_spaces, act_spaces, bufs, offset=start)
         pipe.send(("ok", None))
@@ -442,15 +538,25 @@ class AsyncVecEnv(_BaseVecEnv):
 
     Per call only a tiny command/reply crosses each worker's pipe (plus infos, when an env in
     the slice reported any); observations, rewards, dones and actions live in shared memory.
+
+    ``context`` is a multiprocessing start method; ``None`` means ``"fork"`` where available
+    (so lambdas work as env_fns), else the platform default. ``copy`` exists for compatibility
+    with the reference's ``AsyncPettingZooVecEnv`` and is ignored: outputs are always copies.
     """
 
     def __init__(
         self,
         env_fns: Sequence[EnvFn],
         num_workers: int | None = None,
-        context: str = "fork",
+        context: str | None = None,
         timeout: float = 60.0,
+        copy: bool = True,
     ) -> None:
+        if isinstance(num_workers, bool):
+            # The reference's signature is (env_fns, copy, context): a positional copy flag.
+            num_workers = None
+        if context is None and "fork" in mp.get_all_start_methods():
+            context = "fork"
         env_fns = list(env_fns)
         if not env_fns:
             raise ValueError("env_fns must not be empty")
@@ -580,6 +686,10 @@ class AsyncVecEnv(_BaseVecEnv):
             pipe.close()
         self._bufs = {}
         self._memory = None
+
+
+# The reference implementation's class name; same constructor arguments accepted.
+AsyncPettingZooVecEnv = AsyncVecEnv
 
 
 def make_vec_env(

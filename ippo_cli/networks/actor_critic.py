@@ -1,8 +1,9 @@
 """The actor (policy) and critic (value) networks of one agent group.
 
-Both are an encoder (observation -> latent vector) followed by an MLP head, built
-from the reference's ``net_config``: ``encoder_config``, ``head_config``,
-``latent_dim`` and, for Box actions, ``squash_output``.
+Both are an encoder (observation -> latent vector, see :mod:`ippo_cli.networks.encoders`)
+followed by an MLP head, built from the reference's ``net_config``: ``encoder_config``,
+``head_config``, ``latent_dim`` and, for Box actions, ``squash_output``. Both take
+observations in the storage format of :class:`~ippo_cli.networks.observations.ObservationLayout`.
 """
 
 from __future__ import annotations
@@ -15,51 +16,42 @@ from gymnasium import spaces
 from torch import nn
 
 from ippo_cli.networks.distributions import make_distribution
+from ippo_cli.networks.encoders import encoder_config_with_defaults, make_encoder
 from ippo_cli.networks.mlp import mlp
-from ippo_cli.spaces import action_dim, observation_dim
+from ippo_cli.networks.observations import ObservationLayout
+from ippo_cli.spaces import action_dim, action_shape, check_action_space
 
-DEFAULT_ENCODER = {"hidden_size": [64, 64], "activation": "ReLU", "layer_norm": True}
 DEFAULT_HEAD = {"hidden_size": [64], "activation": "ReLU", "layer_norm": True}
 NET_CONFIG_KEYS = {"encoder_config", "head_config", "latent_dim", "squash_output"}
 MLP_KEYS = {"hidden_size", "activation", "layer_norm", "output_activation"}
 
 
-def check_net_config(net_config: dict[str, Any]) -> None:
-    """Reject keys that do not exist, naming them (a typo must not be silently ignored)."""
+def check_net_config(net_config: dict[str, Any], obs_space: spaces.Space | None = None) -> None:
+    """Reject keys that do not exist, naming them (a typo must not be silently ignored).
+
+    ``encoder_config`` is checked against the encoder of ``obs_space`` (MLP, CNN or
+    multi-input keys) when it is given.
+    """
     unknown = set(net_config) - NET_CONFIG_KEYS
     if unknown:
         raise ValueError(
             f"unknown net_config key(s) {sorted(unknown)}; known: {sorted(NET_CONFIG_KEYS)}"
         )
-    for part in ("encoder_config", "head_config"):
-        bad = set(net_config.get(part) or {}) - MLP_KEYS
+    bad = set(net_config.get("head_config") or {}) - MLP_KEYS
+    if bad:
+        raise ValueError(
+            f"unknown net_config.head_config key(s) {sorted(bad)}; known: {sorted(MLP_KEYS)}"
+        )
+    if obs_space is not None:
+        encoder_config_with_defaults(
+            ObservationLayout(obs_space), net_config.get("encoder_config") or {}
+        )
+    else:
+        bad = set(net_config.get("encoder_config") or {}) - MLP_KEYS
         if bad:
             raise ValueError(
-                f"unknown net_config.{part} key(s) {sorted(bad)}; known: {sorted(MLP_KEYS)}"
+                f"unknown net_config.encoder_config key(s) {sorted(bad)}; known: {sorted(MLP_KEYS)}"
             )
-
-
-class Encoder(nn.Module):
-    """Vector observation -> latent: MLP then LayerNorm (no affine) and ReLU."""
-
-    def __init__(self, obs_space: spaces.Space, config: dict[str, Any], latent_dim: int) -> None:
-        super().__init__()
-        cfg = {**DEFAULT_ENCODER, **config}
-        self.obs_ndim = len(obs_space.shape)
-        self.net = nn.Sequential(
-            mlp(
-                observation_dim(obs_space),
-                latent_dim,
-                list(cfg["hidden_size"]),
-                cfg["activation"],
-                cfg["layer_norm"],
-                output_layer_norm=True,
-            ),
-            nn.ReLU(),
-        )
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.flatten(start_dim=obs.dim() - self.obs_ndim))
 
 
 def _head(latent_dim: int, out_dim: int, config: dict[str, Any], gain: float) -> nn.Sequential:
@@ -84,14 +76,18 @@ class StochasticActor(nn.Module):
         action_space: spaces.Space,
         net_config: dict[str, Any] | None = None,
         action_std_init: float = 0.0,
+        normalize_images: bool = True,
     ) -> None:
         super().__init__()
+        check_action_space(action_space)
         net_config = dict(net_config or {})
-        check_net_config(net_config)
-        latent_dim = int(net_config.get("latent_dim", 64))
+        check_net_config(net_config, obs_space)
+        latent_dim = net_config.get("latent_dim", 64)
         self.action_space = action_space
         self.squash_output = bool(net_config.get("squash_output", False))
-        self.encoder = Encoder(obs_space, net_config.get("encoder_config") or {}, latent_dim)
+        self.encoder = make_encoder(
+            obs_space, net_config.get("encoder_config") or {}, latent_dim, normalize_images
+        )
         head_config = {**(net_config.get("head_config") or {}), "output_activation": None}
         # A small output gain makes the initial policy close to uniform / zero-mean.
         self.head = _head(latent_dim, action_dim(action_space), head_config, gain=0.01)
@@ -128,23 +124,44 @@ class StochasticActor(nn.Module):
         return low + 0.5 * (action + 1.0) * (high - low)
 
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
-        """The action sent to the env: scaled once if squashed, else clipped to the bounds."""
-        if self.log_std is None:
+        """The action sent to the env, ``(*batch, *action_space.shape)``.
+
+        Box: scaled once if squashed, else clipped to the bounds. Discrete and
+        MultiDiscrete: the sampled index plus the space's ``start``. MultiBinary: the 0./1.
+        bits (floats), shaped like the space.
+        """
+        space = self.action_space
+        batch = action.shape[: action.dim() - len(action_shape(space))]
+        if isinstance(space, spaces.Discrete):
+            return action + int(space.start) if space.start else action
+        if isinstance(space, spaces.MultiDiscrete):
+            if space.start.any():
+                action = action + torch.as_tensor(space.start, device=action.device)
             return action
-        if self.squash_output:
-            return self.scale_action(action)
-        return torch.clamp(action, self.action_low, self.action_high)
+        if isinstance(space, spaces.Box):
+            if self.squash_output:
+                action = self.scale_action(action)
+            else:
+                action = torch.clamp(action, self.action_low, self.action_high)
+        return action.reshape(*batch, *space.shape)
 
 
 class ValueNetwork(nn.Module):
     """Critic: observation -> scalar state value."""
 
-    def __init__(self, obs_space: spaces.Space, net_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        obs_space: spaces.Space,
+        net_config: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+    ) -> None:
         super().__init__()
         net_config = dict(net_config or {})
-        check_net_config(net_config)
-        latent_dim = int(net_config.get("latent_dim", 64))
-        self.encoder = Encoder(obs_space, net_config.get("encoder_config") or {}, latent_dim)
+        check_net_config(net_config, obs_space)
+        latent_dim = net_config.get("latent_dim", 64)
+        self.encoder = make_encoder(
+            obs_space, net_config.get("encoder_config") or {}, latent_dim, normalize_images
+        )
         head_config = {**(net_config.get("head_config") or {}), "output_activation": None}
         self.head = _head(latent_dim, 1, head_config, gain=1.0)
 

@@ -1,7 +1,9 @@
 """Action distributions behind one interface: sample, mode, log_prob, entropy.
 
 Each distribution is built from a head's raw output for a batch of observations;
-``log_prob`` and ``entropy`` return one value per batch row.
+``log_prob`` and ``entropy`` return one value per batch row. Action masks are boolean
+(True = legal): ``(B, n)`` for Discrete, ``(B, sum(nvec))`` for MultiDiscrete (one block
+per sub-action) and ``(B, n)`` for MultiBinary (a False bit is forced to 0).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 
 import torch
 from gymnasium import spaces
+from torch.nn import functional as F
 
 _LOG_2PI = math.log(2 * math.pi)
 # Keeps atanh finite for squashed actions that sit exactly on the bounds.
@@ -38,6 +41,73 @@ class Categorical:
         p = self.log_p.exp()
         # Masked actions have p == 0; where() keeps 0 * -1e8 from leaking into the sum.
         return -torch.where(p > 0, p * self.log_p, torch.zeros_like(p)).sum(-1)
+
+
+class MultiCategorical:
+    """MultiDiscrete actions: independent categoricals over the ``nvec`` slices of the logits.
+
+    Actions are ``(B, len(nvec))`` int64; log-probs and entropies are summed over the
+    sub-actions. A mask ``(B, sum(nvec))`` is split the same way.
+    """
+
+    def __init__(
+        self, logits: torch.Tensor, nvec: list[int], mask: torch.Tensor | None = None
+    ) -> None:
+        self.nvec = [int(n) for n in nvec]
+        logit_parts = torch.split(logits, self.nvec, dim=-1)
+        mask_parts = torch.split(mask, self.nvec, dim=-1) if mask is not None else None
+        self.parts = [
+            Categorical(part, None if mask_parts is None else mask_parts[i])
+            for i, part in enumerate(logit_parts)
+        ]
+
+    def sample(self) -> torch.Tensor:
+        return torch.stack([p.sample() for p in self.parts], dim=-1)
+
+    def mode(self) -> torch.Tensor:
+        return torch.stack([p.mode() for p in self.parts], dim=-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        action = action.long()
+        return torch.stack(
+            [p.log_prob(action[..., i]) for i, p in enumerate(self.parts)], dim=-1
+        ).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.stack([p.entropy() for p in self.parts], dim=-1).sum(-1)
+
+
+class Bernoulli:
+    """MultiBinary actions: one independent Bernoulli per bit, ``p = sigmoid(logit)``.
+
+    Actions are 0./1. floats ``(B, n)``; log-probs and entropies are summed over bits. A
+    masked bit (mask False) is always 0 and contributes nothing to either.
+    """
+
+    def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        self.logits = logits
+        self.mask = mask
+
+    def _masked(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mask is None else torch.where(self.mask, x, torch.zeros_like(x))
+
+    def sample(self) -> torch.Tensor:
+        with torch.no_grad():
+            bits = torch.bernoulli(torch.sigmoid(self.logits))
+        return self._masked(bits)
+
+    def mode(self) -> torch.Tensor:
+        return self._masked((self.logits > 0).to(self.logits.dtype))
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        action = action.to(self.logits.dtype)
+        log_p = -F.binary_cross_entropy_with_logits(self.logits, action, reduction="none")
+        return self._masked(log_p).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        p = torch.sigmoid(self.logits)
+        h = F.binary_cross_entropy_with_logits(self.logits, p, reduction="none")
+        return self._masked(h).sum(-1)
 
 
 class DiagGaussian:
@@ -78,19 +148,42 @@ class DiagGaussian:
         return (0.5 + 0.5 * _LOG_2PI + self.log_std).sum(-1)
 
 
+Distribution = Categorical | MultiCategorical | Bernoulli | DiagGaussian
+
+
 def make_distribution(
     space: spaces.Space,
     head_out: torch.Tensor,
     log_std: torch.Tensor | None,
     mask: torch.Tensor | None = None,
     squash: bool = False,
-) -> Categorical | DiagGaussian:
-    """The distribution over ``space`` parameterised by a head's output."""
-    if isinstance(space, spaces.Discrete):
-        return Categorical(head_out, mask)
+) -> Distribution:
+    """The distribution over ``space`` parameterised by a head's output.
+
+    ``mask`` (boolean, True = legal; 0/1 numbers are accepted) must have as many columns
+    as the head has outputs; Box action spaces take no mask.
+    """
     if isinstance(space, spaces.Box):
         if mask is not None:
             raise ValueError(f"action masks are not supported for Box action space {space}")
         assert log_std is not None
         return DiagGaussian(head_out, log_std, squash)
+    if mask is not None:
+        mask = _check_mask(space, torch.as_tensor(mask, device=head_out.device), head_out)
+    if isinstance(space, spaces.Discrete):
+        return Categorical(head_out, mask)
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        return MultiCategorical(head_out, space.nvec.tolist(), mask)
+    if isinstance(space, spaces.MultiBinary):
+        return Bernoulli(head_out, mask)
     raise TypeError(f"unsupported action space {space}")
+
+
+def _check_mask(space: spaces.Space, mask: torch.Tensor, head_out: torch.Tensor) -> torch.Tensor:
+    width = head_out.shape[-1]
+    if mask.shape[-1:] != (width,):
+        raise ValueError(
+            f"action mask of shape {tuple(mask.shape)} does not fit action space {space}: "
+            f"expected (batch, {width})"
+        )
+    return mask.bool() if mask.dtype != torch.bool else mask
