@@ -1,6 +1,7 @@
 """ippo: Independent PPO for PettingZoo multi-agent environments."""
 
-from ippo_cli.ippo import IPPO
+from ippo_cli.envs.vector import AsyncPettingZooVecEnv, AsyncVecEnv, SyncVecEnv
+from ippo_cli.ippo import IPPO, MultiAgentSetup
 
-__all__ = ["IPPO"]
+__all__ = ["IPPO", "AsyncPettingZooVecEnv", "AsyncVecEnv", "MultiAgentSetup", "SyncVecEnv"]
 __version__ = "0.1.0"

@@ -9,6 +9,9 @@ log-probs, values and advantages stay aligned (see :mod:`ippo_cli.rollout`).
 from __future__ import annotations
 
 import copy
+import enum
+import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Real
 from typing import Any
@@ -18,10 +21,13 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli import checkpoint
+from ippo_cli.evaluate import run_episodes
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
 from ippo_cli.networks import StochasticActor, ValueNetwork
+from ippo_cli.networks.encoders import encoder_config_with_defaults, encoder_kind
 from ippo_cli.rollout import GroupRollout
 from ippo_cli.spaces import (
+    action_dim,
     action_is_integer,
     action_shape,
     check_action_space,
@@ -58,6 +64,14 @@ METRIC_NAMES = (
     "clip_fraction",
     "explained_variance",
 )
+
+
+class MultiAgentSetup(enum.Enum):
+    """How alike the agents' observations are (see :meth:`IPPO.get_setup`)."""
+
+    HOMOGENEOUS = "homogeneous"
+    MIXED = "mixed"
+    HETEROGENEOUS = "heterogeneous"
 
 
 def group_id_of(agent_id: str) -> str:
@@ -147,17 +161,22 @@ class IPPO:
             self.grouped_agents[group].append(agent)
         self._check_group_spaces()
         # Networks are keyed by group when any group has several agents, else by agent.
-        if self.has_grouped_agents():
-            self.members = dict(self.grouped_agents)
-        else:
-            self.members = {agent: [agent] for agent in self.agent_ids}
+        self.members = _members(self.agent_ids)
         self.network_of = {a: net for net, agents in self.members.items() for a in agents}
         self.possible_observation_spaces = dict(self.observation_spaces)
         self.possible_action_spaces = dict(self.action_spaces)
         self.net_config = copy.deepcopy(net_config) if net_config else None
 
-        if actor_networks is not None or critic_networks is not None:
-            raise NotImplementedError("custom actor_networks/critic_networks are not supported")
+        if (actor_networks is None) != (critic_networks is None):
+            warnings.warn(
+                "actor_networks and critic_networks must be given together; using the "
+                "default networks",
+                UserWarning,
+                stacklevel=2,
+            )
+            actor_networks = critic_networks = None
+        custom_actors = self._custom_networks(actor_networks, StochasticActor, "actor")
+        custom_critics = self._custom_networks(critic_networks, ValueNetwork, "critic")
         self.actors = torch.nn.ModuleDict()
         self.critics = torch.nn.ModuleDict()
         self.obs_layouts = {}
@@ -166,14 +185,48 @@ class IPPO:
             obs_space = self.observation_spaces[agents[0]]
             act_space = self.action_spaces[agents[0]]
             self.obs_layouts[net_id] = observation_layout(obs_space)
-            self.actors[net_id] = StochasticActor(
+            self.actors[net_id] = custom_actors.get(net_id) or StochasticActor(
                 obs_space, act_space, cfg, action_std_init, normalize_images
             )
-            self.critics[net_id] = ValueNetwork(obs_space, cfg, normalize_images)
+            self.critics[net_id] = custom_critics.get(net_id) or ValueNetwork(
+                obs_space, cfg, normalize_images
+            )
         self.actors.to(self.device)
         self.critics.to(self.device)
         self.reinit_optimizers()
         self.last_metrics: dict[str, dict[str, float]] = {}
+        self.mutation_hooks: list[Any] = []
+        self.registry: list[Any] = []
+        if torch_compiler is not None:
+            self.recompile()
+
+    def _custom_networks(self, networks: Any, cls: type, role: str) -> dict[str, torch.nn.Module]:
+        """User-supplied networks keyed by network id (a list follows the network order)."""
+        if networks is None:
+            return {}
+        if isinstance(networks, Mapping | torch.nn.ModuleDict):
+            table = dict(networks.items())
+            by_net = {}
+            for net_id in self.members:
+                key = net_id if net_id in table else group_id_of(net_id)
+                if key not in table:
+                    raise ValueError(f"{role}_networks has no network for '{net_id}'")
+                by_net[net_id] = table[key]
+        else:
+            networks = list(networks)
+            if len(networks) != len(self.members):
+                raise ValueError(
+                    f"{role}_networks has {len(networks)} networks for {len(self.members)} "
+                    f"groups {list(self.members)}"
+                )
+            by_net = dict(zip(self.members, networks, strict=True))
+        for net_id, net in by_net.items():
+            if not isinstance(net, cls):
+                raise TypeError(
+                    f"All {role} networks must be instances of {cls.__name__} "
+                    f"(got {type(net).__name__} for '{net_id}')"
+                )
+        return {k: copy.deepcopy(v) for k, v in by_net.items()}
 
     # ----------------------------------------------------------------- grouping
     def get_group_id(self, agent_id: str) -> str:
@@ -223,6 +276,229 @@ class IPPO:
         self.training = training
         self.actors.train(training)
         self.critics.train(training)
+
+    # ------------------------------------------------------- reference helpers
+    def get_setup(self) -> MultiAgentSetup:
+        """HOMOGENEOUS when every agent's observations take the same kind of encoder
+        (vector, image or multi-input), HETEROGENEOUS when no two do, MIXED otherwise."""
+        kinds = [encoder_kind(self.obs_layouts[self.network_of[a]]) for a in self.agent_ids]
+        if len(set(kinds)) == 1:
+            return MultiAgentSetup.HOMOGENEOUS
+        if len(set(kinds)) == len(kinds):
+            return MultiAgentSetup.HETEROGENEOUS
+        return MultiAgentSetup.MIXED
+
+    @staticmethod
+    def get_action_dim(action_space: spaces.Space | Sequence[spaces.Space]) -> Any:
+        """Network outputs needed for ``action_space`` (a list for a list of spaces)."""
+        if isinstance(action_space, list | tuple):
+            return [action_dim(s) for s in action_space]
+        return action_dim(action_space)
+
+    @staticmethod
+    def get_state_dim(observation_space: spaces.Space | Sequence[spaces.Space]) -> Any:
+        """Shape of one observation as the networks receive it (a list for a list)."""
+        if isinstance(observation_space, list | tuple):
+            return [observation_layout(s).shape for s in observation_space]
+        return observation_layout(observation_space).shape
+
+    def build_net_config(
+        self,
+        net_config: dict[str, Any] | None = None,
+        flatten: bool = True,
+        return_encoders: bool = False,
+    ) -> Any:
+        """Each network's net_config with every default filled in, keyed by network id;
+        with ``return_encoders`` also each network's encoder config."""
+        saved, self.net_config = self.net_config, net_config or self.net_config
+        try:
+            configs = {}
+            for net_id in self.members:
+                cfg = dict(self._net_config_for(net_id) or {})
+                cfg["encoder_config"] = encoder_config_with_defaults(
+                    self.obs_layouts[net_id], cfg.get("encoder_config")
+                )
+                cfg.setdefault("latent_dim", 64)
+                configs[net_id] = cfg
+        finally:
+            self.net_config = saved
+        if return_encoders:
+            return configs, {k: c["encoder_config"] for k, c in configs.items()}
+        return configs
+
+    def assemble_grouped_outputs(
+        self, agent_outputs: Mapping[str, np.ndarray], vect_dim: int
+    ) -> dict[str, np.ndarray]:
+        """Per-agent ``(vect_dim, ...)`` outputs -> per-group ``(agents * vect_dim, ...)``,
+        agent-major (the inverse of :meth:`disassemble_grouped_outputs`)."""
+        out = {}
+        for group, agents in self.grouped_agents.items():
+            present = [a for a in agents if a in agent_outputs]
+            if present:
+                out[group] = np.concatenate(
+                    [np.asarray(agent_outputs[a]).reshape(vect_dim, -1) for a in present]
+                )
+        return out
+
+    def disassemble_grouped_outputs(
+        self,
+        group_outputs: Mapping[str, np.ndarray],
+        vect_dim: int,
+        grouped_agents: Mapping[str, Sequence[str]],
+    ) -> dict[str, np.ndarray]:
+        """Per-group ``(agents * vect_dim, ...)`` outputs -> per-agent ``(vect_dim, ...)``."""
+        out = {}
+        for group, value in group_outputs.items():
+            agents = grouped_agents[group]
+            parts = np.asarray(value).reshape(len(agents), vect_dim, *np.shape(value)[1:])
+            for i, agent in enumerate(agents):
+                out[agent] = parts[i]
+        return out
+
+    def extract_action_masks(self, infos: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``info[agent]["action_mask"]`` of every agent (None where it has none)."""
+        out: dict[str, Any] = {}
+        for agent in self.agent_ids:
+            info = (infos or {}).get(agent)
+            out[agent] = info.get("action_mask") if isinstance(info, Mapping) else None
+        return out
+
+    def extract_agent_masks(
+        self, infos: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(env-defined actions, agent masks) per agent, with an env axis: the mask is True
+        where the env acts for the agent; actions are NaN elsewhere."""
+        actions, masks = {}, {}
+        for agent in self.agent_ids:
+            space = self.action_spaces[agent]
+            info = (infos or {}).get(agent)
+            flags = info.get("_env_defined_actions") if isinstance(info, Mapping) else None
+            num_envs = 1 if flags is None else len(flags)
+            acts = np.full((num_envs, *action_shape(space)), np.nan)
+            mask = np.zeros(num_envs, dtype=bool)
+            result = env_defined_actions(infos, [agent], space, num_envs)
+            if result is not None:
+                mask = result[1][:, 0]
+                acts[mask] = result[0][mask, 0]
+            actions[agent], masks[agent] = acts, mask
+        return actions, masks
+
+    def process_infos(
+        self, infos: Mapping[str, Any] | None
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(action masks, env-defined actions, agent masks) from ``infos``."""
+        return (self.extract_action_masks(infos), *self.extract_agent_masks(infos))
+
+    def sum_shared_rewards(self, rewards: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rewards summed over the agents of each group (NaN, an absent agent, counts 0)."""
+        out = {}
+        for group, agents in self.grouped_agents.items():
+            present = [
+                np.nan_to_num(np.asarray(rewards[a], dtype=float)) for a in agents if a in rewards
+            ]
+            if present:
+                out[group] = np.sum(present, axis=0)
+        return out
+
+    def get_policy(self) -> torch.nn.ModuleDict:
+        """The policy networks (actors), keyed by network id."""
+        return self.actors
+
+    def evolvable_attributes(self, networks_only: bool = False) -> dict[str, Any]:
+        """The networks and, unless ``networks_only``, their optimizers."""
+        attrs: dict[str, Any] = {"actors": self.actors, "critics": self.critics}
+        if not networks_only:
+            attrs["actor_optimizers"] = self.actor_optimizers
+            attrs["critic_optimizers"] = self.critic_optimizers
+        return attrs
+
+    @staticmethod
+    def inspect_attributes(agent: IPPO, input_args_only: bool = False) -> dict[str, Any]:
+        """Attributes other than networks and optimizers (only constructor arguments with
+        ``input_args_only``)."""
+        skip = set(agent.evolvable_attributes())
+        attrs = {
+            k: v
+            for k, v in vars(agent).items()
+            if k not in skip and not k.startswith("_") and not callable(v)
+        }
+        if input_args_only:
+            params = inspect.signature(type(agent).__init__).parameters
+            attrs = {k: v for k, v in attrs.items() if k in params}
+        return attrs
+
+    @staticmethod
+    def copy_attributes(agent: IPPO, clone: IPPO) -> IPPO:
+        """Copy ``agent``'s non-network attributes onto ``clone`` (deep copies)."""
+        for name, value in IPPO.inspect_attributes(agent).items():
+            if name not in ("obs_layouts", "members", "network_of"):
+                setattr(clone, name, copy.deepcopy(value))
+        return clone
+
+    def register_mutation_hook(self, hook: Any) -> None:
+        """Call ``hook()`` after every mutation of this agent (used by evolution)."""
+        self.mutation_hooks.append(hook)
+
+    def register_network_group(self, group: Any) -> None:
+        """Record a network group (the reference's registry of evaluation/shared nets)."""
+        self.registry.append(group)
+
+    def recompile(self) -> None:
+        """Compile the networks' forward with ``torch_compiler`` (no-op when None)."""
+        if self.torch_compiler is None:
+            return
+        for net in (*self.actors.values(), *self.critics.values()):
+            net.compile(mode=self.torch_compiler)
+
+    def clean_up(self) -> None:
+        """Release the networks and optimizers."""
+        del self.actors, self.critics, self.actor_optimizers, self.critic_optimizers
+
+    @classmethod
+    def population(
+        cls,
+        size: int,
+        observation_spaces: Any,
+        action_spaces: Any,
+        wrapper_cls: Any = None,
+        wrapper_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """``size`` independent agents with indices 0..size-1 (optionally wrapped)."""
+        members = [cls(observation_spaces, action_spaces, index=i, **kwargs) for i in range(size)]
+        if wrapper_cls is not None:
+            members = [wrapper_cls(m, **(wrapper_kwargs or {})) for m in members]
+        return members
+
+    def test(
+        self,
+        env: Any,
+        max_steps: int | None = None,
+        loop: int = 3,
+        sum_scores: bool = True,
+        deterministic: bool = True,
+    ) -> float | np.ndarray:
+        """Mean return over ``loop`` episodes (per env for a vector env), appended to
+        ``fitness``. Acts deterministically by default, restores the training mode, and
+        treats an absent agent's NaN reward as 0. ``sum_scores=False`` gives the mean
+        return per agent of each group instead of the sum over agents."""
+        if hasattr(env, "num_envs"):
+            returns = _vector_episode_returns(self, env, loop, max_steps, deterministic)
+        else:
+            result = run_episodes(self, env, loop, deterministic=deterministic, max_steps=max_steps)
+            returns = result.returns
+        if sum_scores:
+            score: float | np.ndarray = float(returns.sum(axis=1).mean())
+        else:
+            index = {a: i for i, a in enumerate(self.agent_ids)}
+            score = np.array(
+                [
+                    returns[:, [index[a] for a in agents]].mean()
+                    for agents in self.grouped_agents.values()
+                ]
+            )
+        self.fitness.append(float(np.mean(score)))
+        return score
 
     # ------------------------------------------------------------------ acting
     def act_group(
@@ -502,6 +778,8 @@ class IPPO:
             "mut": self.mut,
             "net_config": self.net_config,
             "hyperparameters": {k: getattr(self, k) for k in HYPERPARAMETERS},
+            "actor_configs": {k: net.init_config for k, net in self.actors.items()},
+            "critic_configs": {k: net.init_config for k, net in self.critics.items()},
             "actors": {k: net.state_dict() for k, net in self.actors.items()},
             "critics": {k: net.state_dict() for k, net in self.critics.items()},
             "actor_optimizers": {k: o.state_dict() for k, o in self.actor_optimizers.items()},
@@ -515,13 +793,28 @@ class IPPO:
     def from_dict(cls, data: Mapping[str, Any], device: str | torch.device = "cpu") -> IPPO:
         """Rebuild an agent from :meth:`to_dict` output."""
         agent_ids = data["agent_ids"]
+        obs_spaces = {a: space_from_dict(data["observation_spaces"][a]) for a in agent_ids}
+        act_spaces = {a: space_from_dict(data["action_spaces"][a]) for a in agent_ids}
+        members = _members(agent_ids)
+        actors = {
+            k: StochasticActor(
+                obs_spaces[agents[0]], act_spaces[agents[0]], **data["actor_configs"][k]
+            )
+            for k, agents in members.items()
+        }
+        critics = {
+            k: ValueNetwork(obs_spaces[agents[0]], **data["critic_configs"][k])
+            for k, agents in members.items()
+        }
         agent = cls(
-            observation_spaces=[space_from_dict(data["observation_spaces"][a]) for a in agent_ids],
-            action_spaces=[space_from_dict(data["action_spaces"][a]) for a in agent_ids],
+            observation_spaces=[obs_spaces[a] for a in agent_ids],
+            action_spaces=[act_spaces[a] for a in agent_ids],
             agent_ids=agent_ids,
             index=data["index"],
             mut=data["mut"],
             net_config=data["net_config"],
+            actor_networks=actors,
+            critic_networks=critics,
             device=device,
             **data["hyperparameters"],
         )
@@ -678,9 +971,49 @@ def _agent_spaces(observation_spaces, action_spaces, agent_ids):
     for agent in ids:
         if agent not in obs or agent not in act:
             raise ValueError(f"agent '{agent}' has no observation or action space")
-        check_observation_space(obs[agent], f"observation (agent '{agent}')")
-        check_action_space(act[agent], f"action (agent '{agent}')")
+        check_observation_space(obs[agent], f"observation of agent '{agent}'")
+        check_action_space(act[agent], f"action of agent '{agent}'")
     return obs, act, ids
+
+
+def _vector_episode_returns(
+    agent: IPPO, env: Any, loop: int, max_steps: int | None, deterministic: bool
+) -> np.ndarray:
+    """Returns ``(loop * num_envs, agents)``: each env plays until its first episode ends."""
+    was_training = agent.training
+    agent.set_training_mode(False)
+    ids = agent.agent_ids
+    all_returns = []
+    try:
+        for _ in range(loop):
+            obs, infos = env.reset()
+            returns = np.zeros((env.num_envs, len(ids)))
+            finished = np.zeros(env.num_envs, dtype=bool)
+            steps = 0
+            while not finished.all() and (max_steps is None or steps < max_steps):
+                action, *_ = agent.get_action(obs, infos, deterministic=deterministic)
+                obs, rewards, terms, truncs, infos = env.step(action)
+                reward = np.stack([np.nan_to_num(rewards[a]) for a in ids], axis=1)
+                returns[~finished] += reward[~finished]
+                done = np.stack(
+                    [np.nan_to_num(np.maximum(terms[a], truncs[a]), nan=1.0) for a in ids], axis=1
+                )
+                finished |= (done > 0).all(axis=1)
+                steps += 1
+            all_returns.append(returns)
+    finally:
+        agent.set_training_mode(was_training)
+    return np.concatenate(all_returns)
+
+
+def _members(agent_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Network id -> agents: by group when any group has several agents, else by agent."""
+    groups: dict[str, list[str]] = {}
+    for agent in agent_ids:
+        groups.setdefault(group_id_of(agent), []).append(agent)
+    if len(groups) < len(agent_ids):
+        return groups
+    return {agent: [agent] for agent in agent_ids}
 
 
 def _agent_data(data: Mapping[str, Any]) -> Mapping[str, Any]:

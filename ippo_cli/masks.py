@@ -42,7 +42,10 @@ def _entry(info: Any, key: str, num_envs: int) -> tuple[np.ndarray | None, np.nd
         return np.asarray(value), provided
     value = np.asarray(value)
     provided[:] = True
-    return value[None] if num_envs == 1 else value, provided
+    # One env's raw info (a single row) applies to every env of the batch.
+    return (
+        np.broadcast_to(value, (num_envs, *value.shape)) if value.ndim <= 1 else value
+    ), provided
 
 
 def action_masks(

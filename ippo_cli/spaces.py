@@ -166,12 +166,12 @@ def describe(space: Any, limit: int = 200) -> str:
 def unsupported(space: spaces.Space, role: str, reason: str = "") -> TypeError:
     """The one-line error for a space this package cannot handle in ``role``.
 
-    ``role`` starts with "action" or "observation" (e.g. ``"observation (agent 'a')"``);
+    ``role`` starts with "action" or "observation" (e.g. ``"observation of agent 'a'"``);
     ``reason`` optionally says what is wrong with an otherwise supported type.
     """
     supported = SUPPORTED_ACTIONS_TEXT if role.startswith("action") else SUPPORTED_OBSERVATIONS_TEXT
     kind = "action" if role.startswith("action") else "observation"
     why = f" ({reason})" if reason else ""
     return TypeError(
-        f"unsupported {role} space {describe(space)}{why}; supported {kind} spaces: {supported}"
+        f"{role}: unsupported space {describe(space)}{why}; supported {kind} spaces: {supported}"
     )

@@ -8,6 +8,7 @@ observations in the storage format of :class:`~ippo_cli.networks.observations.Ob
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,12 @@ class StochasticActor(nn.Module):
         super().__init__()
         check_action_space(action_space)
         net_config = dict(net_config or {})
+        # Plain data enough to rebuild this network (checkpoints, clones).
+        self.init_config = {
+            "net_config": copy.deepcopy(net_config),
+            "action_std_init": float(action_std_init),
+            "normalize_images": bool(normalize_images),
+        }
         check_net_config(net_config, obs_space)
         latent_dim = net_config.get("latent_dim", 64)
         self.action_space = action_space
@@ -157,6 +164,11 @@ class ValueNetwork(nn.Module):
     ) -> None:
         super().__init__()
         net_config = dict(net_config or {})
+        net_config.pop("squash_output", None)  # an actor setting; the critic ignores it
+        self.init_config = {
+            "net_config": copy.deepcopy(net_config),
+            "normalize_images": bool(normalize_images),
+        }
         check_net_config(net_config, obs_space)
         latent_dim = net_config.get("latent_dim", 64)
         self.encoder = make_encoder(

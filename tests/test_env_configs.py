@@ -1,0 +1,157 @@
+"""Every shipped env config trains from the CLI, and bad spaces/networks fail in one line.
+
+speaker_listener (the default env) is covered by tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from tests.conftest import run_cli
+
+QUIET = ["logger=none", "progress=false", "eval_episodes=1"]
+
+# env config -> (overrides keeping the run short, networks the agent must have)
+ENVS = {
+    "simple_spread": (["algorithm.learn_step=128", "algorithm.total_steps=256"], ["agent"]),
+    "simple_adversary": (
+        ["algorithm.learn_step=128", "algorithm.total_steps=256"],
+        ["adversary", "agent"],
+    ),
+    # 20 pistons with 32x32x3 images through the default CNN (1.6M parameters): keep tiny.
+    "pistonball": (
+        [
+            "env.num_envs=1",
+            "env.kwargs.max_cycles=20",
+            "algorithm.learn_step=32",
+            "algorithm.total_steps=64",
+            "algorithm.batch_size=64",
+            "algorithm.update_epochs=2",
+        ],
+        ["piston"],
+    ),
+    "knights_archers_zombies": (
+        ["env.kwargs.max_cycles=50", "algorithm.learn_step=128", "algorithm.total_steps=256"],
+        ["archer", "knight"],
+    ),
+}
+
+
+@pytest.mark.parametrize("env_name", list(ENVS))
+def test_shipped_env_config_trains_from_the_cli(tmp_path, env_name):
+    overrides, networks = ENVS[env_name]
+    run_dir = tmp_path / "run"
+    args = ["train", f"env={env_name}", *QUIET, *overrides, f"hydra.run.dir={run_dir}"]
+    result = run_cli(args, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    learn_step = int(next(o for o in overrides if "learn_step" in o).split("=")[1])
+    total = int(next(o for o in overrides if "total_steps" in o).split("=")[1])
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    updates = [r for r in rows if "update" in r and "eval/return" not in r]
+    assert [r["env_steps"] for r in updates] == list(range(learn_step, total + 1, learn_step))
+    for row in updates:
+        for net in networks:
+            for key in ("policy_loss", "value_loss", "entropy"):
+                value = row[f"{net}/{key}"]
+                assert value is not None and math.isfinite(value), (net, key, row)
+    evals = [r for r in rows if r.get("eval/return") is not None]
+    assert evals and math.isfinite(evals[-1]["eval/return"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] == total and not summary["interrupted"]
+
+    from ippo_cli.ippo import IPPO
+
+    agent = IPPO.load(str(run_dir / "checkpoints" / "last.pt"))
+    assert sorted(agent.actors.keys()) == networks
+    assert sorted(agent.critics.keys()) == networks
+    assert sorted(agent.shared_agent_ids) == networks
+    if env_name == "pistonball":
+        assert len(agent.agent_ids) == 20
+        assert agent.observation_spaces["piston_0"].shape == (32, 32, 3)
+
+
+# ------------------------------------------------------------------ bad input
+class GraphObsEnv(ParallelEnv):
+    """Two agents observing a space IPPO cannot encode (``Graph``, or ``Text``)."""
+
+    metadata = {"name": "graph_obs_v0"}
+
+    def __init__(self, space: str = "graph") -> None:
+        self.possible_agents = ["node_0", "node_1"]
+        self.agents: list[str] = []
+        if space == "graph":
+            self._obs_space: spaces.Space = spaces.Graph(
+                node_space=spaces.Box(-1.0, 1.0, (3,), np.float32), edge_space=None
+            )
+        else:
+            self._obs_space = spaces.Text(max_length=8)
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return spaces.Discrete(2)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        return {a: self._obs_space.sample() for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]):
+        obs = {a: self._obs_space.sample() for a in self.agents}
+        zeros = {a: 0.0 for a in self.agents}
+        false = {a: False for a in self.agents}
+        return obs, zeros, false, dict(false), {a: {} for a in self.agents}
+
+
+BAD = {
+    "misspelled_net_config_key": (
+        ["network.encoder_config.hiden_size=[8]"],
+        ["network.encoder_config.hiden_size"],
+    ),
+    "image_too_small_for_the_cnn": (
+        [
+            "env=pistonball",
+            "network=cnn",
+            "network.encoder_config.channel_size=[8,8,8]",
+            "network.encoder_config.kernel_size=[8,8,8]",
+            "network.encoder_config.stride_size=[4,4,4]",
+        ],
+        ["32x32", "too small", "kernel"],
+    ),
+    "graph_observation_space": (
+        ["env=pettingzoo", "env.factory=tests.test_env_configs.GraphObsEnv"],
+        ["Graph", "observation"],
+    ),
+    "text_observation_space": (
+        [
+            "env=pettingzoo",
+            "env.factory=tests.test_env_configs.GraphObsEnv",
+            "+env.kwargs.space=text",
+        ],
+        ["Text", "observation"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_space_or_network_fails_in_one_line_before_any_run(tmp_path, case):
+    overrides, words = BAD[case]
+    run_dir = tmp_path / "run"
+    result = run_cli(["train", "logger=none", *overrides, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ippo: error: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists() and not (tmp_path / "outputs").exists()
