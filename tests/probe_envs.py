@@ -287,3 +287,253 @@ class TupleObsEnv(DyingAgentEnv):
             bits,
             np.array([self.t % 3, idx], np.int64),
         )
+
+
+# Learning probes for action spaces, observation spaces, action masks and env-defined actions.
+# Their ``noise`` adds a uniform reward noise in [-noise, noise]: once a deterministic probe
+# is solved, every advantage is a critic error of ~1e-3 that per-minibatch normalisation
+# blows up to unit scale, which can unlearn the solution; noise keeps advantages honest.
+
+
+def _reward_noise(env: _ProbeEnv, noise: float) -> float:
+    return noise * float(env.np_random.uniform(-1.0, 1.0)) if noise else 0.0
+
+
+class SpaceActionRewardEnv(_ProbeEnv):
+    """Constant obs of ones; reward depends only on the action, in any action space.
+
+    ``"discrete"``: ``Discrete(3)``, 1 for action 1; ``"box"``: ``Box(-1, 1, (1,))``,
+    ``1 - |a - 0.5|``; ``"multidiscrete"``: ``MultiDiscrete([3, 3])``, 0.5 per sub-action
+    matching ``[1, 2]``; ``"multibinary"``: ``MultiBinary(4)``, the fraction of bits matching
+    ``[1, 0, 1, 0]``. An action outside the space raises ValueError.
+    """
+
+    SPACES = {
+        "discrete": spaces.Discrete(3),
+        "box": _box(1),
+        "multidiscrete": spaces.MultiDiscrete([3, 3]),
+        "multibinary": spaces.MultiBinary(4),
+    }
+    TARGETS = {
+        "discrete": np.array([1]),
+        "box": np.array([0.5]),
+        "multidiscrete": np.array([1, 2]),
+        "multibinary": np.array([1, 0, 1, 0]),
+    }
+
+    def __init__(self, action_space: str = "discrete", noise: float = 0.0) -> None:
+        if action_space not in self.SPACES:
+            raise ValueError(f"unknown action_space {action_space!r}")
+        super().__init__(("agent_0",), _box(2), self.SPACES[action_space])
+        self.kind = action_space
+        self.noise = noise
+
+    def _reward(self, agent: str, action: Any) -> float:
+        space = self._act_space
+        typed = int(action) if self.kind == "discrete" else np.asarray(action, space.dtype)
+        if not space.contains(typed):
+            raise ValueError(f"action {action!r} is not in {space}")
+        a = np.asarray(action, np.float64).reshape(-1)
+        target = self.TARGETS[self.kind]
+        paid = 1.0 - abs(a[0] - target[0]) if self.kind == "box" else np.mean(a == target)
+        return float(paid) + _reward_noise(self, self.noise)
+
+
+class ObsKeyRewardEnv(_ProbeEnv):
+    """A random key ``k`` is shown through the observation space ``kind``; reward 1 iff the
+    (Discrete) action equals ``k``. Nothing but the named part of the observation tells ``k``.
+
+    ``"image"``: ``Box(0, 255, (12, 12, 3), uint8)`` whose left (k=0) or right (k=1) half is
+    bright, the other half dark; ``"dict"``: ``{"img": constant uint8 image, "vec": ones(2),
+    "id": k}``, k in 0..2; ``"tuple"``: ``(constant image, ones(2), k)``; ``"discrete"``: the
+    observation is ``k`` itself, from ``Discrete(3)``.
+    """
+
+    SMALL_IMAGE = spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    VEC = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def __init__(self, kind: str = "image", noise: float = 0.0) -> None:
+        if kind == "image":
+            obs: spaces.Space = spaces.Box(0, 255, (12, 12, 3), np.uint8)
+        elif kind == "dict":
+            obs = spaces.Dict({"img": self.SMALL_IMAGE, "vec": self.VEC, "id": spaces.Discrete(3)})
+        elif kind == "tuple":
+            obs = spaces.Tuple((self.SMALL_IMAGE, self.VEC, spaces.Discrete(3)))
+        elif kind == "discrete":
+            obs = spaces.Discrete(3)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        self.kind = kind
+        self.noise = noise
+        self.n_keys = 2 if kind == "image" else 3
+        super().__init__(("agent_0",), obs, spaces.Discrete(self.n_keys))
+        self.key = 0
+
+    def _new_state(self) -> None:
+        self.key = int(self.np_random.integers(self.n_keys))
+
+    @staticmethod
+    def observation(kind: str, key: int) -> Any:
+        """The observation showing ``key`` (also used by tests to query the policy)."""
+        if kind == "image":
+            img = np.zeros((12, 12, 3), np.uint8)
+            img[:, key * 6 : key * 6 + 6] = 255
+            return img
+        img = np.full((8, 8, 3), 100, np.uint8)
+        vec = np.ones(2, np.float32)
+        if kind == "dict":
+            return {"img": img, "vec": vec, "id": key}
+        if kind == "tuple":
+            return (img, vec, key)
+        return key
+
+    def _obs(self, agent: str) -> Any:
+        return self.observation(self.kind, self.key)
+
+    def _reward(self, agent: str, action: Any) -> float:
+        # Against the key the agent acted on: _new_state runs after rewards in step().
+        return float(int(action) == self.key) + _reward_noise(self, self.noise)
+
+
+class MaskedActionEnv(_ProbeEnv):
+    """Action masks in ``info["action_mask"]``; receiving a masked action raises ValueError.
+
+    Each sub-action (one for ``"discrete"``: ``Discrete(4)``; two for ``"multidiscrete"``:
+    ``MultiDiscrete([4, 4])``) pays ``PAY[a]`` (averaged over sub-actions), but action 0,
+    the best paid, is always masked, and a random one of actions 1..3 is masked too
+    three times in four. So the best allowed action is 1, or 2 when 1 is masked.
+    obs = ``[1, *allowed]`` (the masks as floats).
+
+    Masks are redrawn after every step; with ``redraw_on_reset`` also on every reset (then
+    the first action of an episode must follow the reset's info, not the last step's).
+    """
+
+    PAY = np.array([1.0, 0.6, 0.3, 0.0])
+
+    def __init__(
+        self,
+        action_space: str = "discrete",
+        redraw_on_reset: bool = False,
+        episode_len: int = 1,
+        noise: float = 0.0,
+    ) -> None:
+        if action_space == "discrete":
+            act: spaces.Space = spaces.Discrete(4)
+        elif action_space == "multidiscrete":
+            act = spaces.MultiDiscrete([4, 4])
+        else:
+            raise ValueError(f"unknown action_space {action_space!r}")
+        self.dims = 1 if action_space == "discrete" else 2
+        super().__init__(("agent_0",), _box(1 + 4 * self.dims), act, episode_len=episode_len)
+        self.redraw_on_reset = redraw_on_reset
+        self.noise = noise
+        self.allowed: np.ndarray | None = None
+
+    @staticmethod
+    def mask(extra: Sequence[int]) -> np.ndarray:
+        """The (concatenated) mask forbidding action 0 and, per sub-action, ``extra[i]``
+        (0: nothing more)."""
+        allowed = np.ones((len(extra), 4), bool)
+        allowed[:, 0] = False
+        for i, e in enumerate(extra):
+            if e:
+                allowed[i, e] = False
+        return allowed.reshape(-1)
+
+    def _new_state(self) -> None:
+        if self.t > 0 or self.allowed is None or self.redraw_on_reset:
+            self.allowed = self.mask(self.np_random.integers(4, size=self.dims))
+
+    def _obs(self, agent: str) -> np.ndarray:
+        return np.concatenate([[1.0], self.allowed]).astype(np.float32)
+
+    def _info(self, agent: str) -> dict:
+        return {"action_mask": self.allowed.astype(np.int8)}
+
+    def _reward(self, agent: str, action: Any) -> float:
+        a = np.asarray(action, np.int64).reshape(-1)
+        legal = self.allowed.reshape(self.dims, 4)[np.arange(self.dims), a]
+        if not legal.all():
+            raise ValueError(f"masked action {a.tolist()} taken (mask {self.allowed.tolist()})")
+        return float(self.PAY[a].mean()) + _reward_noise(self, self.noise)
+
+
+class EnvDefinedActionEnv(_ProbeEnv):
+    """Every other step the env imposes an action through ``info["env_defined_actions"]``.
+
+    Obs of ones, one-step episodes. A per-env step counter (kept across resets) decides:
+    on odd steps the env imposes ``IMPOSED`` (``Discrete(3)``: 0; ``Box(1)``: -0.7) and
+    pays 2 for it; receiving any other action on such a step raises ValueError. On the
+    other steps the policy acts and is paid 1 for action 1 (Discrete) or ``1 - |a - 0.5|``
+    (Box), so the imposed action is the one a free step does not pay for: a learner that
+    took imposed steps as its own choices would see the imposed action beat every free
+    one. ``counts`` (class-level) records how many imposed and free steps all instances saw.
+    """
+
+    IMPOSED = {"discrete": np.array([0]), "box": np.array([-0.7], np.float32)}
+    counts: dict[str, int] = {"imposed": 0, "free": 0}
+
+    def __init__(self, action_space: str = "discrete", noise: float = 0.0) -> None:
+        if action_space == "discrete":
+            act: spaces.Space = spaces.Discrete(3)
+        elif action_space == "box":
+            act = _box(1)
+        else:
+            raise ValueError(f"unknown action_space {action_space!r}")
+        super().__init__(("agent_0",), _box(2), act)
+        self.imposed = self.IMPOSED[action_space]
+        self.noise = noise
+        self.steps = 0  # survives resets
+        self._imposed_now = False
+
+    def _imposing(self) -> bool:
+        return self.steps % 2 == 1
+
+    def _info(self, agent: str) -> dict:
+        return {"env_defined_actions": self.imposed.copy() if self._imposing() else None}
+
+    def step(self, actions: dict[str, Any]):
+        self._imposed_now = self._imposing()
+        self.steps += 1
+        for action in actions.values():
+            got = np.asarray(action, self.imposed.dtype).reshape(-1)
+            if self._imposed_now and not np.array_equal(got, self.imposed):
+                raise ValueError(f"env-defined action {self.imposed} replaced by {action!r}")
+        type(self).counts["imposed" if self._imposed_now else "free"] += 1
+        return super().step(actions)
+
+    def _reward(self, agent: str, action: Any) -> float:
+        if self._imposed_now:
+            paid = 2.0
+        elif isinstance(self._act_space, spaces.Discrete):
+            paid = float(int(action) == 1)
+        else:
+            paid = 1.0 - abs(float(np.clip(np.asarray(action), -1.0, 1.0)[0]) - 0.5)
+        return paid + _reward_noise(self, self.noise)
+
+
+class StaggeredDeathEnv(_ProbeEnv):
+    """Group ``a`` of three agents dying at random steps 1..``episode_len`` (drawn at reset);
+    the episode ends when the last one dies. obs = ``[1, t / episode_len, idx / 3]``; reward
+    1 for action 1 and a random 0 or 1 otherwise, so returns vary."""
+
+    def __init__(self, episode_len: int = 6) -> None:
+        agents = ("a_0", "a_1", "a_2")
+        super().__init__(agents, _box(3), spaces.Discrete(2), episode_len=episode_len)
+        self.death: dict[str, int] = {}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        out = super().reset(seed, options)
+        steps = self.np_random.integers(1, self.episode_len + 1, size=len(self.possible_agents))
+        self.death = dict(zip(self.possible_agents, steps.tolist(), strict=True))
+        return out
+
+    def _obs(self, agent: str) -> np.ndarray:
+        idx = self.possible_agents.index(agent)
+        return np.array([1.0, self.t / self.episode_len, idx / 3], np.float32)
+
+    def _reward(self, agent: str, action: Any) -> float:
+        return 1.0 if int(action) == 1 else float(self.np_random.integers(2))
+
+    def _terminated(self, agent: str) -> bool:
+        return self.t >= self.death[agent]

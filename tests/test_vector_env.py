@@ -214,10 +214,16 @@ def test_info_collation(kind):
         for t in (1, 2, 3):
             _, _, term, _, infos = venv.step(act)
             info = infos["agent_0"]
-            # At t=3 InfoEnv autoresets; the step's info (step=3) must win over the reset's.
-            assert info["step"].tolist() == [t, t, 0]
+            # At t=3 InfoEnv autoresets: the infos are the reset's (step=0), as in gymnasium,
+            # and the finished step's info is kept under final_info.
+            assert info["step"].tolist() == [t % 3, t % 3, 0]
             assert info["_step"].tolist() == [True, True, False]
             assert info["_tag"].tolist() == [True, False, False]
+            if t == 3:
+                assert info["_final_info"].tolist() == [True, True, False]
+                assert info["final_info"][0]["step"] == 3
+            else:
+                assert "final_info" not in info
         assert term["agent_0"].tolist() == [1.0, 1.0, 0.0]
         assert venv.step(act)[4]["agent_0"]["step"].tolist() == [1, 1, 0]
 

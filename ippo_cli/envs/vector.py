@@ -8,6 +8,8 @@ Outputs are dicts keyed by every agent of ``possible_agents``, batched over envs
 dones are float32 with NaN where the agent was absent from that env's step; observations are
 zeros where the agent is inactive; ``infos[agent]`` holds ``active``, ``final_obs``,
 ``_final_obs`` and the env's own info keys collated gymnasium-style (``key`` + ``_key`` mask).
+After an autoreset an env's infos are the reset's; the finished step's info is its
+``final_info``.
 
 Observation spaces may be Box/Discrete/MultiDiscrete/MultiBinary, or a Dict/Tuple of those (one
 level): ``obs[agent]`` (and ``infos[agent]["final_obs"]``) is then a dict ``{key: array}`` or a
@@ -39,7 +41,7 @@ ObsBatch = dict[str, ObsArray]
 # (env index, {agent: non-empty info dict}) for the envs that reported something.
 EnvInfos = list[tuple[int, dict[str, dict[str, Any]]]]
 
-_RESERVED_INFO_KEYS = ("active", "final_obs", "_final_obs")
+_RESERVED_INFO_KEYS = ("active", "final_obs", "_final_obs")  # "final_info" is ours too
 _LEAF_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 _ALIGN = 64
 
@@ -277,10 +279,17 @@ class _EnvRunner:
                 else:
                     all_done = False
             if all_done or not env.agents:
-                # Seed None: the env continues its own RNG stream.
-                obs, _ = env.reset(seed=None)
+                # Seed None: the env continues its own RNG stream. As in gymnasium's
+                # same-step autoreset, the infos describe the new episode (its action masks
+                # and env-defined actions govern the next action) and the finished step's
+                # info moves to "final_info".
+                step_info = info
+                obs, info = env.reset(seed=None)
+                info = {a: dict(d) for a, d in info.items()}
+                for a, d in step_info.items():
+                    if d and a in self.agents:
+                        info.setdefault(a, {})["final_info"] = d
             self._write_obs(e, env, obs)
-            # The step's info (not the reset's) so nothing the episode ended with is lost.
             if kept := self._keep_info(info, self.agents):
                 infos.append((self.offset + e, kept))
         return infos
