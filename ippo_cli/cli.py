@@ -200,8 +200,14 @@ def _train_app(cfg: DictConfig) -> float | None:
     from ippo_cli.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    trainer = Trainer(cfg, run_dir)
-    summary = trainer.run()
+    try:
+        trainer = Trainer(cfg, run_dir)
+        summary = trainer.run()
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError) as exc:
+        # Bad data from an env (a mask of the wrong length, ...) or a crashed env worker:
+        # one line, and checkpoints/last.pt holds the last completed update.
+        log.info("training failed", exc_info=True)  # the log file keeps the traceback
+        _fail(f"{_first_line(str(exc))} (run directory: {run_dir})", status=1)
     _print_train_summary(summary)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if summary["interrupted"]:

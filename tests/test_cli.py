@@ -251,3 +251,24 @@ def test_wandb_online_without_a_login_falls_back_to_offline(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wandb online failed" in result.stderr
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_an_env_error_during_training_is_one_line_and_keeps_last_checkpoint(tmp_path):
+    args = [
+        "train",
+        "env=pettingzoo",
+        "env.factory=tests.probe_envs.RaisingEnv",
+        "env.name=probe",
+        "logger=none",
+        "progress=false",
+        "algorithm.learn_step=64",
+        "env.num_envs=2",
+        "algorithm.total_steps=100000",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    result = run_cli(args, tmp_path, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "raised ValueError" in lines[0], result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert "Traceback" in (tmp_path / "run" / "train.log").read_text()  # details kept in the log
