@@ -30,7 +30,7 @@ def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     cmd = [
         sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
         "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
-        f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint_every=0",
+        f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0",
         f"hydra.run.dir={run_dir}", *extra,
     ]
     start = time.perf_counter()

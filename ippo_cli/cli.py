@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if not INFO_FLAGS.intersection(args):
             preflight(command, args)
+            if command == "train":
+                args = args + resume_run_dir_overrides(args)
     except UserError as exc:
         _fail(str(exc))
     sys.argv = [f"ippo {command}", *args]
@@ -90,10 +92,93 @@ def preflight(command: str, args: list[str]) -> None:
     unknown_flags = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
     if unknown_flags:
         raise UserError(f"unknown option '{unknown_flags[0]}'; see `ippo {command} --help`")
+    if command == "train" and _resume_value(overrides) is not None:
+        check_resume_overrides(overrides)
+        resume_checkpoint(_resume_value(overrides))
+        for combo in expand_sweeps(overrides):
+            try:
+                validate_train(compose_config(command, combo))
+            except ConfigError as exc:
+                raise UserError(str(exc)) from None
+        return
     for combo in expand_sweeps(overrides):
         cfg = compose_config(command, combo)
         if command == "train":
             _check_train(cfg)
+
+
+# What `resume=` may change: how long, where it logs, on what hardware; not the experiment.
+RESUMABLE_KEYS = (
+    "algorithm.total_steps",
+    "logger",
+    "hardware",
+    "eval_every",
+    "eval_episodes",
+    "checkpoint",
+    "progress",
+    "resume",
+    "hydra",
+)
+
+
+def _resume_value(args: list[str]) -> str | None:
+    values = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    return values[-1] if values and values[-1] not in ("", "null") else None
+
+
+def resume_checkpoint(path: str) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume (a file, or a run directory's checkpoints/last.pt)."""
+    from ippo_cli.checkpoint import CheckpointError, load
+    from ippo_cli.evaluate import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(path)
+        data = load(ckpt)
+    except CheckpointError as exc:
+        raise UserError(f"resume: {exc}") from None
+    if data.get("kind") != "run" or "env" not in data.get("trainer", {}):
+        raise UserError(f"resume='{path}' is not a resumable `ippo train` checkpoint")
+    if not data["trainer"]["env"].get("restorable", False):
+        raise UserError(f"resume='{path}': its env state cannot be restored")
+    return ckpt, data
+
+
+def check_resume_overrides(args: list[str]) -> None:
+    """Refuse overrides that would change the experiment being resumed."""
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if not any(
+            key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in RESUMABLE_KEYS
+        ):
+            raise UserError(
+                f"'{arg}' would change the experiment being resumed; with resume= only "
+                f"{', '.join(k for k in RESUMABLE_KEYS if k not in ('resume', 'hydra'))} "
+                "may change"
+            )
+
+
+def resume_run_dir_overrides(args: list[str]) -> list[str]:
+    """A resumed run continues in its own run directory (its .hydra/ stays as it was)."""
+    path = _resume_value(args)
+    if path is None:
+        return []
+    ckpt, _ = resume_checkpoint(path)
+    run_dir = ckpt.resolve().parent.parent
+    return [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
+def resumed_config(cfg: DictConfig, data: dict[str, Any], overrides: list[str]) -> DictConfig:
+    """The checkpoint's config with the allowed overrides of this command applied."""
+    resumed = OmegaConf.create(data["config"])
+    for arg in overrides:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key.startswith("hydra") or key == "resume":
+            continue
+        node = key.replace("/", ".")
+        OmegaConf.update(resumed, node, OmegaConf.select(cfg, node), merge=False)
+    return resumed
 
 
 def expand_sweeps(overrides: list[str]) -> list[list[str]]:
@@ -200,10 +285,14 @@ def _train_app(cfg: DictConfig) -> float | None:
     from ippo_cli.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    data = None
+    if cfg.resume:
+        _, data = resume_checkpoint(cfg.resume)
+        cfg = resumed_config(cfg, data, list(HydraConfig.get().overrides.task))
     try:
-        trainer = Trainer(cfg, run_dir)
+        trainer = Trainer(cfg, run_dir, resume=data)
         summary = trainer.run()
-    except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError) as exc:
+    except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError, OSError) as exc:
         # Bad data from an env (a mask of the wrong length, ...) or a crashed env worker:
         # one line, and checkpoints/last.pt holds the last completed update.
         log.info("training failed", exc_info=True)  # the log file keeps the traceback

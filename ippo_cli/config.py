@@ -99,6 +99,12 @@ class LoggerConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    every: int = 100_000  # env steps between checkpoints/step_N.pt (0 = only last.pt)
+    keep_last: int = 0  # keep only the newest K step_N.pt files (0 = keep all)
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = MISSING
     network: NetworkConfig = MISSING
@@ -108,8 +114,9 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 50_000  # env steps between evaluations (0 = only at the end)
     eval_episodes: int = 10
-    checkpoint_every: int = 100_000  # env steps between checkpoints (0 = only last.pt)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress: bool = True
+    resume: str | None = None  # a checkpoint or run directory to continue
 
 
 @dataclass
@@ -168,4 +175,10 @@ def validate_train(cfg: Any) -> None:
     )
     need(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")
     need(cfg.eval_episodes >= 1, "eval_episodes", cfg.eval_episodes, "must be >= 1")
-    need(cfg.checkpoint_every >= 0, "checkpoint_every", cfg.checkpoint_every, "must be >= 0")
+    need(cfg.checkpoint.every >= 0, "checkpoint.every", cfg.checkpoint.every, "must be >= 0")
+    need(
+        cfg.checkpoint.keep_last >= 0,
+        "checkpoint.keep_last",
+        cfg.checkpoint.keep_last,
+        "must be >= 0 (0 keeps all)",
+    )

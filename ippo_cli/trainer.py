@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -88,13 +89,60 @@ class Progress:
     last_eval: float | None = None
     last_eval_step: int = 0
     last_checkpoint_step: int = 0
+    wall_time: float = 0.0
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states as plain data."""
+    np_state = np.random.get_state()
+    return {
+        "python": _to_lists(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["torch_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])
+
+
+def _to_lists(value: Any) -> Any:
+    return [_to_lists(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def truncate_metrics(path: Path, updates: int) -> None:
+    """Drop rows written after update ``updates`` (and its end-of-run evaluation row), so a
+    resumed run's metrics continue as if it had never stopped."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        row = json.loads(line)
+        if row["update"] < updates or (row["update"] == updates and not row.get("final_eval")):
+            keep.append(line)
+    if len(keep) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(keep), encoding="utf-8")
+        tmp.replace(path)
 
 
 class Trainer:
     """Owns the training env, the agent, its rollout storage and the run directory."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, resume: dict[str, Any] | None = None
+    ) -> None:
+        """``resume`` is a checkpoint's data: training continues exactly where it was saved."""
         self.cfg = cfg
+        self.resume = resume
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.hardware.device)
@@ -127,17 +175,60 @@ class Trainer:
         self._ep_return = np.zeros((self.num_envs, len(agents)))
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, int]] = []
+        self._snapshot: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ snapshots
+    def _boundary_state(self) -> dict[str, Any]:
+        """Everything besides the agent that a resumed run needs, as plain data, taken
+        between updates (a stop request mid-rollout falls back to the last one)."""
+        p = self.progress
+        return {
+            "progress": {
+                "env_steps": p.env_steps,
+                "updates": p.updates,
+                "best_eval": p.best_eval if p.best_eval > -math.inf else None,
+                "last_eval": p.last_eval,
+                "last_eval_step": p.last_eval_step,
+                "last_checkpoint_step": p.last_checkpoint_step,
+                "wall_time": p.wall_time,
+            },
+            "rng": rng_state(),
+            "env": self.env.get_state(),
+            "episode_return": self._ep_return.tolist(),
+            "episode_length": self._ep_length.tolist(),
+        }
+
+    def _restore(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Agent, counters, RNGs, envs and episode trackers as saved; returns obs, infos."""
+        self.agent.load_state(data["agent"])
+        state = data["trainer"]
+        saved = state["progress"]
+        self.progress = Progress(**{**saved, "best_eval": saved["best_eval"] or -math.inf})
+        self._ep_return[:] = np.asarray(state["episode_return"])
+        self._ep_length[:] = np.asarray(state["episode_length"])
+        self.env.reset(seed=self.cfg.seed)
+        obs, infos = self.env.set_state(state["env"])
+        set_rng_state(state["rng"])
+        truncate_metrics(self.run_dir / "metrics.jsonl", self.progress.updates)
+        return obs, infos
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
         """Train for ``algorithm.total_steps`` env steps; returns the run summary."""
         cfg = self.cfg
-        self.logger = RunLogger(self.run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True))
-        self.eval_env = env_fn(cfg.env)()
         stop = _StopRequest()
         start = time.perf_counter()
         try:
-            obs, infos = self.env.reset(seed=cfg.seed)
+            if self.resume is not None:
+                obs, infos = self._restore(self.resume)
+            else:
+                obs, infos = self.env.reset(seed=cfg.seed)
+            wandb_id = (self.resume or {}).get("trainer", {}).get("wandb_id")
+            config = OmegaConf.to_container(cfg, resolve=True)
+            self.logger = RunLogger(self.run_dir, cfg.logger, config, run_id=wandb_id)
+            self.eval_env = env_fn(cfg.env)()
+            self._snapshot = self._boundary_state()
+            wall_before = self.progress.wall_time
             with _progress_bar(cfg.progress, cfg.algorithm.total_steps) as bar:
                 while self.progress.env_steps < cfg.algorithm.total_steps:
                     t0 = time.perf_counter()
@@ -146,18 +237,27 @@ class Trainer:
                         break
                     metrics = self.agent.update(self.rollouts)
                     self.progress.updates += 1
-                    row = self._row(metrics, time.perf_counter() - start, t0)
+                    self.progress.wall_time = wall_before + time.perf_counter() - start
+                    row = self._row(metrics, self.progress.wall_time, t0)
                     self._maybe_evaluate(row)
                     self.logger.log(row)
+                    self._snapshot = self._boundary_state()
                     self._maybe_checkpoint()
                     bar.update(self.progress.env_steps, row)
             if not stop.requested and self.progress.last_eval_step != self.progress.env_steps:
-                row = {"env_steps": self.progress.env_steps, "update": self.progress.updates}
+                # Marked so that a resumed run can drop it: an uninterrupted run has no
+                # evaluation here unless eval_every falls on this step.
+                row = {
+                    "env_steps": self.progress.env_steps,
+                    "update": self.progress.updates,
+                    "final_eval": True,
+                }
                 self._evaluate_into(row)
                 self.logger.log(row)
         finally:
             stop.restore()
-            self.save("last.pt")
+            if self._snapshot is not None:
+                self.save("last.pt")
             self.close()
         interrupted = stop.requested
         if interrupted:
@@ -242,6 +342,7 @@ class Trainer:
             value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.num_steps * self.num_envs
+        agent.steps[-1] = self.progress.env_steps
         return obs, infos
 
     def _store_outcome(self, t, rewards, terms, truncs, infos) -> None:
@@ -338,25 +439,41 @@ class Trainer:
             self.save("best.pt")
 
     def _maybe_checkpoint(self) -> None:
-        every = self.cfg.checkpoint_every
+        every = self.cfg.checkpoint.every
         p = self.progress
         if every > 0 and p.env_steps - p.last_checkpoint_step >= every:
             p.last_checkpoint_step = p.env_steps
+            self._snapshot["progress"]["last_checkpoint_step"] = p.env_steps
             self.save(f"step_{p.env_steps}.pt")
             self.save("last.pt")
+            self._drop_old_checkpoints()
+
+    def _drop_old_checkpoints(self) -> None:
+        """Keep the newest ``checkpoint.keep_last`` step_N.pt files (last/best stay)."""
+        keep = self.cfg.checkpoint.keep_last
+        if keep <= 0:
+            return
+        steps = sorted(self.ckpt_dir.glob("step_*.pt"), key=lambda f: int(f.stem[5:]))
+        for old in steps[:-keep]:
+            old.unlink(missing_ok=True)
 
     def checkpoint_payload(self) -> dict[str, Any]:
-        p = self.progress
+        """The agent, the run's config and the last between-updates snapshot."""
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        config["resume"] = None
+        snapshot = dict(self._snapshot)
+        snapshot["progress"] = {
+            **snapshot["progress"],
+            "best_eval": (self.progress.best_eval if self.progress.best_eval > -math.inf else None),
+        }
         return {
             "kind": "run",
             "agent": self.agent.to_dict(),
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": config,
             "trainer": {
-                "env_steps": p.env_steps,
-                "updates": p.updates,
-                "best_eval": p.best_eval if p.best_eval > -math.inf else None,
-                "last_eval": p.last_eval,
-                "torch_rng": torch.get_rng_state(),
+                **snapshot,
+                "env_steps": snapshot["progress"]["env_steps"],
+                "wandb_id": None if self.logger is None else self.logger.wandb_id,
             },
         }
 

@@ -17,7 +17,7 @@ TINY = [
     "algorithm.total_steps=2048",
     "eval_every=1024",
     "eval_episodes=2",
-    "checkpoint_every=1024",
+    "checkpoint.every=1024",
     "progress=false",
 ]
 

@@ -15,7 +15,7 @@ FAST = [
     "env.num_envs=4",
     "eval_every=0",
     "eval_episodes=2",
-    "checkpoint_every=0",
+    "checkpoint.every=0",
 ]
 
 

@@ -15,7 +15,13 @@ from mpe2 import simple_speaker_listener_v4, simple_spread_v3
 from omegaconf import OmegaConf
 
 from ippo_cli.envs.factory import build_env
-from ippo_cli.envs.vector import AsyncPettingZooVecEnv, AsyncVecEnv, SyncVecEnv, make_vec_env
+from ippo_cli.envs.vector import (
+    AsyncPettingZooVecEnv,
+    AsyncVecEnv,
+    SyncVecEnv,
+    episode_seed,
+    make_vec_env,
+)
 from tests.probe_envs import (
     ActionRewardEnv,
     ConstantRewardEnv,
@@ -124,6 +130,7 @@ def test_same_step_autoreset_matches_raw_env(kind):
         raw.reset(seed=11 + i)
     rng = np.random.default_rng(3)
     truncations = 0
+    episodes = [0, 0]
     with make(kind, [fn, fn]) as venv:
         venv.reset(seed=11)
         for _ in range(12):
@@ -143,10 +150,12 @@ def test_same_step_autoreset_matches_raw_env(kind):
                     assert infos[a]["active"][i]
                 if done:
                     truncations += 1
-                    o, _ = raw.reset()  # no seed: continues the env's RNG stream
+                    episodes[i] += 1  # autoresets are seeded from (base seed, episode)
+                    o, _ = raw.reset(seed=episode_seed(11 + i, episodes[i]))
                 for a in venv.possible_agents:
                     np.testing.assert_array_equal(obs[a][i], o[a])
     assert truncations == 4
+    assert episode_seed(11, 1) != episode_seed(11, 2) != episode_seed(12, 2)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -586,3 +595,137 @@ def test_knights_archers_zombies_agent_dies_mid_episode():
         assert all(not obs[a][0].any() for a in dead)
         obs, rew, term, _, infos = venv.step({a: forward[a] for a in active if active[a]})
         assert all(np.isnan(rew[a][0]) and not infos[a]["active"][0] for a in dead)
+
+
+# --- exact resume: get_state / set_state ------------------------------------------------------
+
+
+def _torch_round_trip(state, tmp_path):
+    """A checkpoint must be plain data: save it and load it back with weights_only=True."""
+    import torch
+
+    path = tmp_path / "env_state.pt"
+    torch.save(state, path)
+    return torch.load(path, weights_only=True)
+
+
+def _assert_identical(x, y):
+    xs, ys = _leaves(x), _leaves(y)
+    assert len(xs) == len(ys) > 0
+    for (p, a), (q, b) in zip(xs, ys, strict=True):
+        assert p == q and a.dtype == b.dtype and a.shape == b.shape, p
+        assert a.tobytes() == b.tobytes(), p
+
+
+@pytest.mark.parametrize(
+    "src, dst", [("sync", "sync"), ("async", "async"), ("sync", "async"), ("async", "sync")]
+)
+def test_set_state_resumes_bit_identically(src, dst, tmp_path):
+    fns = [speaker_listener] * 3
+    rng = np.random.default_rng(5)
+    with make(src, fns) as venv:
+        venv.reset(seed=42)
+        for _ in range(40):
+            at_40 = venv.step(random_actions(venv, rng))
+        state = _torch_round_trip(venv.get_state(), tmp_path)
+        actions = [random_actions(venv, rng) for _ in range(60)]
+        ref = [venv.step(acts) for acts in actions]
+        ref_state = venv.get_state()
+    assert state["restorable"] and state["reason"] is None
+    assert state["episodes"] == [1, 1, 1] and state["base_seeds"] == [42, 43, 44]
+    assert state["seeds"] == [episode_seed(42 + e, 1) for e in range(3)]
+    assert [len(env["listener_0"]) for env in state["actions"]] == [15] * 3
+    assert sum(out[4]["speaker_0"]["_final_obs"].sum() for out in ref) == 9  # 50, 75, 100
+    with make(dst, fns) as venv:
+        venv.reset(seed=42)
+        obs, infos = venv.set_state(state)
+        _assert_identical((obs, infos), (at_40[0], at_40[4]))
+        _assert_identical([venv.step(acts) for acts in actions], ref)
+        assert venv.get_state() == ref_state
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_set_state_with_dying_agent_and_nan_rows(kind, tmp_path):
+    def acts(infos, t):  # NaN rows for dead agents
+        return {a: np.where(infos[a]["active"], t % 2, np.nan) for a in ("agent_0", "agent_1")}
+
+    with make(kind, [DyingAgentEnv] * 2) as venv:
+        _, infos = venv.reset(seed=0)
+        for t in range(9):  # episode 2, t=3: agent_1 died at t=2
+            at_9 = venv.step(acts(infos, t))
+            infos = at_9[4]
+        state = _torch_round_trip(venv.get_state(), tmp_path)
+        ref = []
+        for t in range(9, 17):
+            ref.append(venv.step(acts(infos, t)))
+            infos = ref[-1][4]
+    rows = state["actions"][1]["agent_1"]
+    assert len(rows) == 3 and rows[:2] == [0.0, 1.0] and np.isnan(rows[2])
+    with make(kind, [DyingAgentEnv] * 2) as venv:
+        obs, infos = venv.set_state(state)  # no reset() needed first
+        assert not infos["agent_1"]["active"].any()
+        _assert_identical((obs, infos), (at_9[0], at_9[4]))
+        out = []
+        for t in range(9, 17):
+            out.append(venv.step(acts(infos, t)))
+            infos = out[-1][4]
+        _assert_identical(out, ref)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_set_state_refuses_unrestorable_or_mismatched_states(kind):
+    with make(kind, [speaker_listener] * 2) as venv:
+        with pytest.raises(ValueError, match="not restorable: .*not been reset"):
+            venv.set_state(venv.get_state())
+        venv.reset()
+        venv.step(random_actions(venv, np.random.default_rng(0)))
+        state = venv.get_state()
+        assert state["restorable"] is False and state["seeds"] == [None, None]
+        with pytest.raises(ValueError, match=r"not restorable: reset\(seed=None\)"):
+            venv.set_state(state)
+        venv.reset(seed=3)
+        venv.step(random_actions(venv, np.random.default_rng(0)))
+        good = venv.get_state()
+        bad_rows = [{"speaker_0": [[0.0]], "listener_0": [[0.0] * 5]}] * 2
+        for bad, match in [
+            ({**good, "num_envs": 3}, "3 envs"),
+            ({**good, "agents": ["speaker_0"]}, "agents"),
+            ({**good, "seeds": [1, 2]}, "episode_seed"),
+            ({**good, "actions": bad_rows}, "shape"),
+            ({**good, "actions": []}, "malformed"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                venv.set_state(bad)
+        obs, _ = venv.set_state(good)  # still usable after refusals
+        assert obs["listener_0"].shape == (2, 11)
+
+
+def test_set_state_detects_a_replay_past_the_episode_end():
+    with SyncVecEnv([speaker_listener]) as venv:
+        venv.reset(seed=0)
+        state = venv.get_state()
+        row = {"speaker_0": [0.5] * 3, "listener_0": [0.5] * 5}
+        state["actions"] = [{a: [r] * 30 for a, r in row.items()}]  # 25-step episodes
+        with pytest.raises(ValueError, match="ended after 25 of 30"):
+            venv.set_state(state)
+
+
+def test_autoreset_seeds_differ_per_episode_and_match_sync_async():
+    fn = functools.partial(spread, max_cycles=5)
+    runs = []
+    for venv in (SyncVecEnv([fn, fn]), AsyncVecEnv([fn, fn], num_workers=2)):
+        with venv:
+            starts = [venv.reset(seed=7)[0]["agent_0"]]
+            for _ in range(15):  # autoresets after steps 5, 10, 15
+                starts.append(venv.step({a: np.zeros(2, int) for a in venv.agents})[0]["agent_0"])
+            state = venv.get_state()
+        assert state["episodes"] == [3, 3]
+        assert state["seeds"] == [episode_seed(7, 3), episode_seed(8, 3)]
+        runs.append(np.stack(starts[::5]))  # (episode, env, obs)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    for k, episode_starts in enumerate(runs[0]):
+        for e in range(2):
+            ref, _ = fn().reset(seed=episode_seed(7 + e, k))
+            np.testing.assert_array_equal(episode_starts[e], ref["agent_0"])
+    firsts = runs[0][:, 0]  # env 0: every episode starts differently
+    assert len({row.tobytes() for row in firsts}) == len(firsts) == 4

@@ -14,17 +14,25 @@ After an autoreset an env's infos are the reset's; the finished step's info is i
 Observation spaces may be Box/Discrete/MultiDiscrete/MultiBinary, or a Dict/Tuple of those (one
 level): ``obs[agent]`` (and ``infos[agent]["final_obs"]``) is then a dict ``{key: array}`` or a
 tuple of arrays, each batched over envs and stored in its own shared-memory buffer.
+
+Seeding and exact resume: ``reset(seed=s)`` gives env e the base seed ``s + e`` (or the list
+entry) for its first episode; its k-th autoreset reseeds with ``episode_seed(base, k)``. Each env
+also records the action rows it was stepped with since its episode began, so ``get_state()``
+(plain data: lists, dicts, ints, floats, strings, None) and ``set_state()`` restore every env
+exactly by reseeding and replaying, provided the env is deterministic given its reset seed and
+actions. ``reset(seed=None)`` keeps unseeded autoresets and makes the state unrestorable.
 """
 
 from __future__ import annotations
 
 import copy as copylib
 import multiprocessing as mp
+import operator
 import os
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -44,6 +52,27 @@ EnvInfos = list[tuple[int, dict[str, dict[str, Any]]]]
 _RESERVED_INFO_KEYS = ("active", "final_obs", "_final_obs")  # "final_info" is ours too
 _LEAF_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 _ALIGN = 64
+STATE_VERSION = 1
+
+
+def episode_seed(base_seed: int, episode: int) -> int:
+    """Reset seed of episode ``episode`` (0, 1, ...) of an env whose base seed is ``base_seed``:
+    the base seed itself for episode 0, then a 31-bit int derived from (base_seed, episode)."""
+    if episode == 0:
+        return int(base_seed)
+    entropy = [int(base_seed) % (1 << 64), int(episode)]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def _is_plain(value: Any) -> bool:
+    """True for None/bool/int/float/str and lists/dicts (str keys) of those, recursively."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
 
 
 def _storage(space: spaces.Space, agent: str, what: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -219,6 +248,11 @@ class _EnvRunner:
         self.offset = offset
         self.convert = {a: _action_converter(act_spaces[a]) for a in agents}
         self.current = 0  # env being processed, so a worker can name it in error reports
+        # Per env: base seed (None: unseeded), episode number, and the action rows (one
+        # {agent: float64 row} per step, NaN rows included) since the episode began.
+        self.base_seeds: list[int | None] = [None] * len(envs)
+        self.episodes = [0] * len(envs)
+        self.history: list[list[dict[str, np.ndarray]]] = [[] for _ in envs]
 
     def _write_obs(self, e: int, env: ParallelEnv, obs: dict[str, Any]) -> None:
         alive = set(env.agents)
@@ -233,13 +267,26 @@ class _EnvRunner:
     def _keep_info(info: dict, agents: list[str]) -> dict[str, dict[str, Any]]:
         return {a: d for a, d in info.items() if a in agents and d}
 
-    def reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+    def _actions(self, env: ParallelEnv, rows: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The env's action dict from float64 rows: alive agents whose row is not all NaN."""
+        actions = {}
+        for a in env.agents:
+            row = rows[a]
+            if not np.isnan(row).all():
+                actions[a] = self.convert[a](row)
+        return actions
+
+    def _clear_finals(self) -> None:
         for a in self.agents:
             _obs_fill(self.bufs["final_obs"][a], slice(None), 0)
             self.bufs["has_final"][a][:] = False
+
+    def reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
+        self._clear_finals()
         infos: EnvInfos = []
         for e, env in enumerate(self.envs):
             self.current = e
+            self.base_seeds[e], self.episodes[e], self.history[e] = seeds[e], 0, []
             obs, info = env.reset(seed=seeds[e], options=options)
             self._write_obs(e, env, obs)
             if kept := self._keep_info(info, self.agents):
@@ -258,12 +305,9 @@ class _EnvRunner:
         infos: EnvInfos = []
         for e, env in enumerate(self.envs):
             self.current = e
-            actions = {}
-            for a in env.agents:
-                row = b["action"][a][e]
-                if not np.isnan(row).all():
-                    actions[a] = self.convert[a](row)
-            obs, rew, term, trunc, info = env.step(actions)
+            rows = {a: b["action"][a][e].copy() for a in self.agents}
+            self.history[e].append(rows)
+            obs, rew, term, trunc, info = env.step(self._actions(env, rows))
             all_done = True
             for a in self.agents:
                 if a not in rew:
@@ -279,16 +323,65 @@ class _EnvRunner:
                 else:
                     all_done = False
             if all_done or not env.agents:
-                # Seed None: the env continues its own RNG stream. As in gymnasium's
+                # Seeded from (base seed, episode number), so a restore can replay it; an
+                # unseeded env (base None) continues its own RNG stream. As in gymnasium's
                 # same-step autoreset, the infos describe the new episode (its action masks
                 # and env-defined actions govern the next action) and the finished step's
                 # info moves to "final_info".
                 step_info = info
-                obs, info = env.reset(seed=None)
+                self.episodes[e] += 1
+                self.history[e] = []
+                base = self.base_seeds[e]
+                seed = None if base is None else episode_seed(base, self.episodes[e])
+                obs, info = env.reset(seed=seed)
                 info = {a: dict(d) for a, d in info.items()}
                 for a, d in step_info.items():
                     if d and a in self.agents:
                         info.setdefault(a, {})["final_info"] = d
+            self._write_obs(e, env, obs)
+            if kept := self._keep_info(info, self.agents):
+                infos.append((self.offset + e, kept))
+        return infos
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """Per env ``{"base_seed", "episode", "actions": {agent: [row, ...]}}`` (plain data)."""
+        return [
+            {
+                "base_seed": self.base_seeds[e],
+                "episode": self.episodes[e],
+                "actions": {
+                    a: np.array([rows[a] for rows in hist], dtype=np.float64).tolist()
+                    for a in self.agents
+                },
+            }
+            for e, hist in enumerate(self.history)
+        ]
+
+    def restore(self, states: list[dict[str, Any]], options: dict | None) -> EnvInfos:
+        """Reseed each env for its episode and replay its action rows (``{agent: float64 array
+        of shape (steps, *action_shape)}``) through the normal conversion, without autoresets.
+        """
+        self._clear_finals()
+        infos: EnvInfos = []
+        for e, (env, state) in enumerate(zip(self.envs, states, strict=True)):
+            self.current = e
+            base, episode, actions = state["base_seed"], state["episode"], state["actions"]
+            seed = episode_seed(base, episode)
+            obs, info = env.reset(seed=seed, options=options if episode == 0 else None)
+            steps = len(actions[self.agents[0]])
+            history = []
+            for t in range(steps):
+                rows = {a: actions[a][t] for a in self.agents}
+                history.append(rows)
+                obs, rew, term, trunc, info = env.step(self._actions(env, rows))
+                ended = [a for a in self.agents if a in rew and (term.get(a) or trunc.get(a))]
+                if len(ended) == sum(a in rew for a in self.agents) or not env.agents:
+                    raise ValueError(
+                        f"replay diverged: episode {episode} (seed {seed}) ended after "
+                        f"{t + 1} of {steps} recorded steps; is the env deterministic given "
+                        "its reset seed and actions?"
+                    )
+            self.base_seeds[e], self.episodes[e], self.history[e] = base, episode, history
             self._write_obs(e, env, obs)
             if kept := self._keep_info(info, self.agents):
                 infos.append((self.offset + e, kept))
@@ -343,6 +436,9 @@ class _BaseVecEnv:
         self.action_spaces = {a: env.action_space(a) for a in self.agents}
         self._layout = _Layout(self.agents, self.observation_spaces, self.action_spaces, num_envs)
         self._needs_reset = True
+        # Why get_state() cannot be restored (None: it can), and the last reset's options.
+        self._unrestorable: str | None = "the vector env has not been reset"
+        self._options: dict | None = None
 
     def single_observation_space(self, agent: str) -> spaces.Space:
         """Observation space of ``agent`` in one env."""
@@ -357,7 +453,7 @@ class _BaseVecEnv:
             return [None] * self.num_envs
         if isinstance(seed, int | np.integer):
             return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
+        seeds = [None if s is None else operator.index(s) for s in seed]
         if len(seeds) != self.num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
         return seeds
@@ -408,14 +504,131 @@ class _BaseVecEnv:
     def _step(self) -> EnvInfos:
         raise NotImplementedError
 
+    def _get_state(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _restore(self, states: list[dict[str, Any]], options: dict | None) -> EnvInfos:
+        raise NotImplementedError
+
     def reset(
         self, seed: int | Sequence[int] | None = None, options: dict | None = None
     ) -> tuple[ObsBatch, dict[str, dict[str, Any]]]:
-        """Reset every env; an int seed gives env i ``seed + i``, a list one seed per env."""
+        """Reset every env; an int seed gives env i ``seed + i``, a list one seed per env.
+
+        With seeds, env i's later autoresets use ``episode_seed(seed_i, k)`` for its k-th
+        autoreset (and no options); with ``seed=None`` they are unseeded."""
         if self.closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
-        env_infos = self._reset(self._seeds(seed), options)
+        seeds = self._seeds(seed)
+        self._needs_reset, self._unrestorable = True, "reset() failed"
+        env_infos = self._reset(seeds, options)
         self._needs_reset = False
+        if seed is None:
+            self._unrestorable = "reset(seed=None) was used, so episodes are not reproducible"
+        elif None in seeds:
+            self._unrestorable = f"reset() got no seed for env {seeds.index(None)}"
+        elif not _is_plain(options):
+            self._unrestorable = "the reset options are not plain data (lists/dicts/numbers)"
+        else:
+            self._unrestorable = None
+        self._options = copylib.deepcopy(options) if _is_plain(options) else None
+        return self._obs_copy(), self._outputs(env_infos)
+
+    def get_state(self) -> dict[str, Any]:
+        """Plain-data state from which ``set_state`` restores every env exactly.
+
+        ``{"version", "restorable", "reason", "num_envs", "agents", "options", "base_seeds",
+        "episodes", "seeds", "actions"}``: per env its base seed, current episode number
+        (0 = the one started by ``reset``), that episode's reset seed, and
+        ``actions[e][agent]``, the float64 action rows (lists of floats, or a float for
+        Discrete; NaN where no action was given) of every step since the episode began.
+        ``restorable`` is False (``reason`` says why) after ``reset(seed=None)``.
+        """
+        if self.closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        envs = self._get_state()
+        base_seeds = [s["base_seed"] for s in envs]
+        episodes = [s["episode"] for s in envs]
+        return {
+            "version": STATE_VERSION,
+            "restorable": self._unrestorable is None,
+            "reason": self._unrestorable,
+            "num_envs": self.num_envs,
+            "agents": list(self.possible_agents),
+            "options": copylib.deepcopy(self._options),
+            "base_seeds": base_seeds,
+            "episodes": episodes,
+            "seeds": [
+                None if b is None else episode_seed(b, k)
+                for b, k in zip(base_seeds, episodes, strict=True)
+            ],
+            "actions": [s["actions"] for s in envs],
+        }
+
+    def _check_state(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Validate a ``get_state`` dict; per env ``{"base_seed", "episode", "actions":
+        {agent: float64 array (steps, *action_shape)}}``."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"env state must be a dict, got {type(state).__name__}")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"env state version {state.get('version')!r} != {STATE_VERSION}")
+        if not state.get("restorable"):
+            reason = state.get("reason") or "no reason given"
+            raise ValueError(f"env state is not restorable: {reason}")
+        if state.get("num_envs") != self.num_envs:
+            raise ValueError(
+                f"env state has {state.get('num_envs')} envs, this has {self.num_envs}"
+            )
+        if list(state.get("agents") or ()) != self.possible_agents:
+            raise ValueError(
+                f"env state has agents {state.get('agents')}, this env has {self.possible_agents}"
+            )
+        out = []
+        try:
+            for e in range(self.num_envs):
+                base, episode = state["base_seeds"][e], state["episodes"][e]
+                for name, value, low in (("base seed", base, None), ("episode", episode, 0)):
+                    if isinstance(value, bool) or not isinstance(value, int):
+                        raise ValueError(f"env {e}: {name} {value!r} is not an int")
+                    if low is not None and value < low:
+                        raise ValueError(f"env {e}: {name} {value} is negative")
+                if state["seeds"][e] != episode_seed(base, episode):
+                    raise ValueError(
+                        f"env {e}: seed {state['seeds'][e]} != episode_seed({base}, {episode})"
+                    )
+                rows = state["actions"][e]
+                if set(rows) != set(self.possible_agents):
+                    raise ValueError(f"env {e}: actions for agents {sorted(rows)}")
+                actions = {}
+                for a in self.possible_agents:
+                    shape = self._bufs["action"][a].shape[1:]
+                    arr = np.asarray(rows[a], dtype=np.float64).reshape(-1, *shape)
+                    if arr.shape != (len(rows[a]), *shape):
+                        raise ValueError(f"env {e}: action rows of {a!r} are not of shape {shape}")
+                    actions[a] = arr
+                if len({len(arr) for arr in actions.values()}) > 1:
+                    raise ValueError(f"env {e}: agents have different numbers of action rows")
+                out.append({"base_seed": base, "episode": episode, "actions": actions})
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"malformed env state ({type(exc).__name__}: {exc})") from None
+        return out
+
+    def set_state(self, state: Mapping[str, Any]) -> tuple[ObsBatch, dict[str, dict[str, Any]]]:
+        """Restore a ``get_state`` dict: reset every env with its episode's seed and replay its
+        action rows (no autoresets). Returns ``(obs, infos)`` as the interrupted ``step``/
+        ``reset`` returned them; later steps match the uninterrupted run bit for bit.
+
+        Raises ValueError if the state is not restorable or does not fit this vector env."""
+        if self.closed:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        envs = self._check_state(state)
+        options = state.get("options")
+        self._needs_reset = True  # until the restore has succeeded
+        self._unrestorable = "set_state() failed"
+        env_infos = self._restore(envs, copylib.deepcopy(options))
+        self._needs_reset = False
+        self._unrestorable = None
+        self._options = copylib.deepcopy(options)
         return self._obs_copy(), self._outputs(env_infos)
 
     def step(
@@ -476,6 +689,12 @@ class SyncVecEnv(_BaseVecEnv):
     def _step(self) -> EnvInfos:
         return self._runner.step()
 
+    def _get_state(self) -> list[dict[str, Any]]:
+        return self._runner.get_state()
+
+    def _restore(self, states: list[dict[str, Any]], options: dict | None) -> EnvInfos:
+        return self._runner.restore(states, options)
+
     def close(self) -> None:
         """Close every env (idempotent)."""
         if self.closed:
@@ -524,6 +743,10 @@ def _worker(
                 pipe.send(("ok", infos or None))
             elif cmd == "reset":
                 pipe.send(("ok", runner.reset(*data) or None))
+            elif cmd == "get_state":
+                pipe.send(("ok", runner.get_state()))
+            elif cmd == "restore":
+                pipe.send(("ok", runner.restore(*data) or None))
             elif cmd == "close":
                 runner.close()
                 pipe.send(("ok", None))
@@ -631,11 +854,15 @@ class AsyncVecEnv(_BaseVecEnv):
                 raise WorkerError(f"{self._describe(i)} died ({exc})") from None
 
     def _gather(self) -> EnvInfos:
+        return [item for data in self._gather_all() for item in data or ()]
+
+    def _gather_all(self) -> list[Any]:
+        """Every worker's reply data, in worker order."""
         # Until every reply is in, the pipes are out of sync (also on Ctrl-C): only close() is
         # safe then, so the env counts as failed until this returns normally.
         self._failed = True
         deadline = time.monotonic() + self.timeout
-        infos: EnvInfos = []
+        replies: list[Any] = []
         first_error: WorkerError | None = None
         for i, pipe in enumerate(self._pipes):
             try:
@@ -655,14 +882,14 @@ class AsyncVecEnv(_BaseVecEnv):
                 first_error = first_error or exc
                 continue
             if status == "ok":
-                infos.extend(data or ())
+                replies.append(data)
             else:
                 env, message, tb = data
                 first_error = first_error or WorkerError(f"env {env} raised {message}", tb)
         if first_error is not None:
             raise first_error
         self._failed = False
-        return infos
+        return replies
 
     def _reset(self, seeds: list[int | None], options: dict | None) -> EnvInfos:
         self._send("reset", [(seeds[start:stop], options) for start, stop in self._slices])
@@ -670,6 +897,14 @@ class AsyncVecEnv(_BaseVecEnv):
 
     def _step(self) -> EnvInfos:
         self._send("step")
+        return self._gather()
+
+    def _get_state(self) -> list[dict[str, Any]]:
+        self._send("get_state")
+        return [env for states in self._gather_all() for env in states]
+
+    def _restore(self, states: list[dict[str, Any]], options: dict | None) -> EnvInfos:
+        self._send("restore", [(states[start:stop], options) for start, stop in self._slices])
         return self._gather()
 
     def close(self) -> None:
