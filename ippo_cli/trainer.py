@@ -7,6 +7,7 @@ import logging
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -134,6 +135,18 @@ def truncate_metrics(path: Path, updates: int) -> None:
         tmp.replace(path)
 
 
+class NonFiniteError(RuntimeError):
+    """NaN or inf in an observation or a loss; the message says where.
+
+    ``weights_ok`` is False when the networks may already hold non-finite values, so
+    the last checkpoint must not be overwritten.
+    """
+
+    def __init__(self, message: str, weights_ok: bool) -> None:
+        super().__init__(message)
+        self.weights_ok = weights_ok
+
+
 class Trainer:
     """Owns the training env, the agent, its rollout storage and the run directory."""
 
@@ -236,6 +249,7 @@ class Trainer:
                     if stop.requested:
                         break
                     metrics = self.agent.update(self.rollouts)
+                    self._check_finite_metrics(metrics)
                     self.progress.updates += 1
                     self.progress.wall_time = wall_before + time.perf_counter() - start
                     row = self._row(metrics, self.progress.wall_time, t0)
@@ -256,7 +270,9 @@ class Trainer:
                 self.logger.log(row)
         finally:
             stop.restore()
-            if self._snapshot is not None:
+            failure = sys.exc_info()[1]
+            weights_ok = not isinstance(failure, NonFiniteError) or failure.weights_ok
+            if self._snapshot is not None and weights_ok:
                 self.save("last.pt")
             self.close()
         interrupted = stop.requested
@@ -302,7 +318,9 @@ class Trainer:
                 roll = self.rollouts[net_id]
                 space = agent.action_spaces[agents[0]]
                 shape = (self.num_envs, len(agents))
-                roll.obs[t] = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
+                x = agent.group_observations(net_id, obs, agents)[0]
+                self._check_finite_obs(x, agents, t)
+                roll.obs[t] = torch.from_numpy(x)
                 active = np.stack([infos[a]["active"] for a in agents], axis=1)
                 roll.valid[t] = torch.from_numpy(active)
                 mask = None
@@ -344,6 +362,27 @@ class Trainer:
         self.progress.env_steps += self.num_steps * self.num_envs
         agent.steps[-1] = self.progress.env_steps
         return obs, infos
+
+    def _check_finite_obs(self, x: np.ndarray, agents: list[str], t: int) -> None:
+        if x.dtype.kind != "f" or np.isfinite(x).all():
+            return
+        env, i = np.argwhere(~np.isfinite(x.reshape(*x.shape[:2], -1)).all(-1))[0][:2]
+        step = self.progress.env_steps + t * self.num_envs
+        raise NonFiniteError(
+            f"non-finite observation (NaN or inf) from agent '{agents[i]}' in env {env} "
+            f"near env step {step}; checkpoints/last.pt holds the last update",
+            weights_ok=True,
+        )
+
+    def _check_finite_metrics(self, metrics: dict[str, dict[str, float]]) -> None:
+        for net_id, m in metrics.items():
+            for name in ("policy_loss", "value_loss", "entropy"):
+                if not math.isfinite(m[name]):
+                    raise NonFiniteError(
+                        f"non-finite {name} ({m[name]}) for network '{net_id}' at update "
+                        f"{self.progress.updates + 1}; the last good checkpoint is kept",
+                        weights_ok=False,
+                    )
 
     def _store_outcome(self, t, rewards, terms, truncs, infos) -> None:
         agent = self.agent

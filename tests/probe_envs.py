@@ -537,3 +537,20 @@ class StaggeredDeathEnv(_ProbeEnv):
 
     def _terminated(self, agent: str) -> bool:
         return self.t >= self.death[agent]
+
+
+class NonFiniteEnv(ConstantRewardEnv):
+    """After ``after`` steps (counted over the env's life), ``what`` turns non-finite:
+    ``"obs"`` makes agent_0's observation NaN, ``"reward"`` makes its reward inf."""
+
+    def __init__(self, what: str = "obs", after: int = 300, episode_len: int = 5) -> None:
+        super().__init__(episode_len=episode_len)
+        self.what, self.after, self.total = what, after, 0
+
+    def _obs(self, agent: str) -> Any:
+        obs = super()._obs(agent)
+        return obs * np.nan if self.what == "obs" and self.total >= self.after else obs
+
+    def _reward(self, agent: str, action: Any) -> float:
+        self.total += 1
+        return np.inf if self.what == "reward" and self.total >= self.after else 1.0

@@ -272,3 +272,40 @@ def test_an_env_error_during_training_is_one_line_and_keeps_last_checkpoint(tmp_
     assert len(lines) == 1 and "raised ValueError" in lines[0], result.stderr
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert "Traceback" in (tmp_path / "run" / "train.log").read_text()  # details kept in the log
+
+
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("obs", "non-finite observation (NaN or inf) from agent 'agent_0' in env"),
+        ("reward", "non-finite policy_loss (nan) for network 'agent_0'"),
+    ],
+)
+def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_path, what, message):
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "env=pettingzoo",
+        "env.factory=tests.probe_envs.NonFiniteEnv",
+        "env.name=probe",
+        f"+env.kwargs.what={what}",
+        "+env.kwargs.after=600",
+        "logger=none",
+        "progress=false",
+        "algorithm.learn_step=128",
+        "env.num_envs=2",
+        "hardware.vec_env=sync",
+        "checkpoint.every=128",
+        "eval_every=0",
+        "algorithm.total_steps=100000",
+        f"hydra.run.dir={run}",
+    ]
+    result = run_cli(args, tmp_path, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    from ippo_cli.ippo import IPPO
+
+    agent = IPPO.load(str(run / "checkpoints" / "last.pt"))
+    params = [*agent.actors.parameters(), *agent.critics.parameters()]
+    assert all(torch.isfinite(p).all() for p in params)
