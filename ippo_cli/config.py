@@ -76,14 +76,14 @@ class AlgorithmConfig:
     normalize_images: bool = True
     update_epochs: int = 4
     action_batch_size: int | None = None
-    torch_compiler: str | None = None
     total_steps: int = 500_000
 
 
 @dataclass
 class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    torch_threads: int = 1  # 0 = torch's default
+    threads: int = 1  # torch threads; 0 = torch's default
+    torch_compile: str | None = None  # default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
 
@@ -114,6 +114,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 50_000  # env steps between evaluations (0 = only at the end)
     eval_episodes: int = 10
+    eval_gif: bool = False  # render one evaluation episode to media/ (and wandb) each time
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress: bool = True
     resume: str | None = None  # a checkpoint or run directory to continue
@@ -125,6 +126,7 @@ class EvalConfig:
     episodes: int = 10
     deterministic: bool = True
     render: bool = False
+    video_format: str = "gif"  # gif | mp4 (mp4 needs imageio-ffmpeg)
     seed: int = 0
     device: str = "cpu"
     fps: int = 10
@@ -165,7 +167,13 @@ def validate_train(cfg: Any) -> None:
         h.num_workers,
         "must be null or >= 1",
     )
-    need(h.torch_threads >= 0, "hardware.torch_threads", h.torch_threads, "must be >= 0")
+    need(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0")
+    need(
+        h.torch_compile in (None, "default", "reduce-overhead", "max-autotune"),
+        "hardware.torch_compile",
+        h.torch_compile,
+        "use null, default, reduce-overhead or max-autotune",
+    )
     need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind, "use wandb or none")
     need(
         cfg.logger.mode in ("offline", "online", "disabled"),

@@ -117,6 +117,10 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
     from ippo_cli.envs.factory import env_fn
     from ippo_cli.ippo import IPPO
 
+    if cfg.video_format not in VIDEO_FORMATS:
+        raise ValueError(
+            f"video_format={cfg.video_format} is not supported; use {' or '.join(VIDEO_FORMATS)}"
+        )
     path = resolve_checkpoint(cfg.ckpt)
     data = checkpoint.load(path, cfg.device)
     if "config" not in data or "agent" not in data:
@@ -150,19 +154,40 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out)
     if cfg.render:
-        report["gif"] = str(write_gif(result.frames, path.parent / "eval.gif", cfg.fps))
+        report["video"] = str(
+            write_video(result.frames, path.parent / f"eval.{cfg.video_format}", cfg.fps)
+        )
     print_report(report, result)
     return report
 
 
-def write_gif(frames: list[np.ndarray], out: Path, fps: int) -> Path:
-    """An animated GIF of rendered frames, written atomically."""
+VIDEO_FORMATS = ("gif", "mp4")
+
+
+def write_video(frames: list[np.ndarray], out: Path, fps: int) -> Path:
+    """An animated GIF or an MP4 of rendered frames (by ``out``'s suffix), written
+    atomically."""
     import imageio.v3 as iio
 
     if not frames or frames[0] is None:
         raise ValueError("the env returned no rgb_array frames; it cannot be rendered")
-    tmp = out.with_name(f".{out.name}.tmp")
-    iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    fmt = out.suffix.lstrip(".")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    if fmt == "gif":
+        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+    elif fmt == "mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "video_format=mp4 needs an encoder: pip install imageio-ffmpeg (or use gif)"
+            ) from None
+        iio.imwrite(
+            tmp, np.stack(frames), extension=".mp4", fps=fps, codec="libx264", macro_block_size=1
+        )
+    else:
+        raise ValueError(f"video_format={fmt} is not supported; use {' or '.join(VIDEO_FORMATS)}")
     tmp.replace(out)
     return out
 
@@ -185,5 +210,5 @@ def print_report(report: dict[str, Any], result: EvalResult) -> None:
     console = Console()
     console.print(table)
     console.print(f"wrote {Path(report['checkpoint']).parent / 'eval.json'}")
-    if "gif" in report:
-        console.print(f"wrote {report['gif']}")
+    if "video" in report:
+        console.print(f"wrote {report['video']}")

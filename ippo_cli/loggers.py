@@ -43,6 +43,13 @@ class RunLogger:
             numbers = {k: v for k, v in clean.items() if v is not None}
             self.wandb_run.log(numbers, step=int(row["env_steps"]))
 
+    def log_video(self, key: str, path: Path, step: int) -> None:
+        """Attach a rendered episode (GIF) to the wandb run."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Video(str(path), format="gif")}, step=step)
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint
 from ippo_cli.envs.factory import env_fn, make_train_env
-from ippo_cli.evaluate import EvalResult, run_episodes
+from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.ippo import IPPO
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
@@ -69,6 +69,7 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
 def build_agent(cfg: DictConfig, observation_spaces, action_spaces, agent_ids, device) -> IPPO:
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
+    hyper["torch_compiler"] = cfg.hardware.torch_compile
     groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
     return IPPO(
         observation_spaces=observation_spaces,
@@ -159,8 +160,8 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.hardware.device)
-        if cfg.hardware.torch_threads > 0:
-            torch.set_num_threads(cfg.hardware.torch_threads)
+        if cfg.hardware.threads > 0:
+            torch.set_num_threads(cfg.hardware.threads)
         seed_everything(cfg.seed)
         self.num_envs = cfg.env.num_envs
         self.env = make_train_env(
@@ -239,7 +240,7 @@ class Trainer:
             wandb_id = (self.resume or {}).get("trainer", {}).get("wandb_id")
             config = OmegaConf.to_container(cfg, resolve=True)
             self.logger = RunLogger(self.run_dir, cfg.logger, config, run_id=wandb_id)
-            self.eval_env = env_fn(cfg.env)()
+            self.eval_env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
             self._snapshot = self._boundary_state()
             wall_before = self.progress.wall_time
             with _progress_bar(cfg.progress, cfg.algorithm.total_steps) as bar:
@@ -454,6 +455,7 @@ class Trainer:
             episodes or self.cfg.eval_episodes,
             deterministic=True,
             seed=self.cfg.seed + EVAL_SEED_OFFSET,
+            render=self.cfg.eval_gif,
         )
 
     def _maybe_evaluate(self, row: dict[str, Any]) -> None:
@@ -472,6 +474,9 @@ class Trainer:
         for group, stats in summary["groups"].items():
             row[f"eval/return/{group}"] = stats["mean"]
         p = self.progress
+        if self.cfg.eval_gif:
+            gif = write_video(result.frames, self.run_dir / "media" / f"eval_{p.env_steps}.gif", 10)
+            self.logger.log_video("eval/episode", gif, p.env_steps)
         p.last_eval, p.last_eval_step = score, p.env_steps
         if score > p.best_eval:
             p.best_eval = score

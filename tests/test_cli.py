@@ -26,7 +26,9 @@ TINY = [
 def trained_run(tmp_path_factory):
     """One short speaker_listener run with wandb offline, shared by the tests below."""
     cwd = tmp_path_factory.mktemp("train")
-    result = run_cli(["train", "env=speaker_listener", *TINY, "hardware.num_workers=2"], cwd)
+    result = run_cli(
+        ["train", "env=speaker_listener", *TINY, "hardware.num_workers=2", "eval_gif=true"], cwd
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (cwd / "outputs" / "train").glob("*/*")
     return run_dir, result
@@ -40,6 +42,10 @@ def test_train_writes_the_run_directory(trained_run):
     ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert {"last.pt", "best.pt", "step_1024.pt", "step_2048.pt"} <= ckpts
     assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert sorted(p.name for p in (run_dir / "media").iterdir()) == [
+        "eval_1024.gif",
+        "eval_2048.gif",
+    ]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["env_steps"] for r in rows] == [512, 1024, 1536, 2048]
     first = rows[0]
@@ -69,9 +75,24 @@ def test_eval_renders_a_gif_and_writes_eval_json(trained_run):
     report = json.loads((ckpt.parent / "eval.json").read_text())
     assert report["episodes"] == 3 and report["episode_length"]["mean"] == 25
     assert set(report["groups"]) == {"speaker", "listener"}
-    gif = (ckpt.parent / "eval.gif").read_bytes()
-    assert gif[:6] in (b"GIF87a", b"GIF89a") and len(gif) > 10_000
+    gif = ckpt.parent / "eval.gif"
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    import imageio.v3 as iio
+
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 26 and frames.shape[-1] == 3  # the reset frame + 25 steps
     assert "sum over agents" in result.stdout
+
+
+def test_eval_writes_an_mp4_when_asked(trained_run):
+    run_dir, _ = trained_run
+    result = run_cli(
+        ["eval", f"ckpt={run_dir}", "episodes=1", "render=true", "video_format=mp4"], REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "checkpoints" / "eval.mp4").read_bytes()[4:8] == b"ftyp"
+    bad = run_cli(["eval", f"ckpt={run_dir}", "render=true", "video_format=avi"], REPO)
+    assert bad.returncode != 0 and "video_format=avi is not supported" in bad.stderr
 
 
 def test_eval_accepts_a_run_directory(trained_run):

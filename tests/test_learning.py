@@ -106,3 +106,32 @@ def test_policy_learns_from_its_own_observation(tmp_path):
     agent = trainer.agent
     assert _policy(agent, "agent_0", [1.0, 0.0]).log_p.exp()[0, 1].item() > 0.9
     assert _policy(agent, "agent_0", [-1.0, 0.0]).log_p.exp()[0, 0].item() > 0.9
+
+
+def test_compiled_networks_train_a_probe(tmp_path):
+    # hardware.torch_compile compiles the networks' forward (inductor on CPU here)
+    trainer = run_training(
+        tmp_path,
+        probe_overrides("ActionRewardEnv", action_space="discrete")
+        + FAST
+        + ["algorithm.total_steps=3072", "hardware.torch_compile=default"],
+    )
+    assert trainer.agent.torch_compiler == "default"
+    assert trainer.agent.actors["agent_0"]._compiled_call_impl is not None
+    dist = _policy(trainer.agent, "agent_0", [1.0, 1.0])
+    assert dist.log_p.exp()[0, 1].item() > 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_and_loading_on_cpu(tmp_path):
+    from ippo_cli.ippo import IPPO
+
+    trainer = run_training(
+        tmp_path,
+        probe_overrides("ActionRewardEnv", action_space="discrete")
+        + FAST
+        + ["algorithm.total_steps=3072", "hardware.device=cuda"],
+    )
+    assert next(trainer.agent.actors.parameters()).is_cuda
+    agent = IPPO.load(str(tmp_path / "checkpoints" / "last.pt"), device="cpu")
+    assert not next(agent.actors.parameters()).is_cuda
