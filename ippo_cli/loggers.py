@@ -43,6 +43,13 @@ class RunLogger:
             numbers = {k: v for k, v in clean.items() if v is not None}
             self.wandb_run.log(numbers, step=int(row["env_steps"]))
 
+    def log_image(self, key: str, path: Path) -> None:
+        """Attach a picture (the learning curve) to the wandb run."""
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({key: wandb.Image(str(path))})
+
     def log_video(self, key: str, path: Path, step: int) -> None:
         """Attach a rendered episode (GIF) to the wandb run."""
         if self.wandb_run is not None:

@@ -275,16 +275,18 @@ class Trainer:
             weights_ok = not isinstance(failure, NonFiniteError) or failure.weights_ok
             if self._snapshot is not None and weights_ok:
                 self.save("last.pt")
+            curve = self.run_dir / "learning_curve.png"
+            if (self.run_dir / "metrics.jsonl").exists():
+                plot_learning_curve(
+                    self.run_dir / "metrics.jsonl", curve, title=f"{cfg.env.name}, seed {cfg.seed}"
+                )
+                if self.logger is not None:
+                    self.logger.log_image("learning_curve", curve)
             self.close()
         interrupted = stop.requested
         if interrupted:
             log.warning("stopped by a signal at %d env steps", self.progress.env_steps)
         wall = time.perf_counter() - start
-        plot_learning_curve(
-            self.run_dir / "metrics.jsonl",
-            self.run_dir / "learning_curve.png",
-            title=f"{cfg.env.name}, seed {cfg.seed}",
-        )
         return {
             "env_steps": self.progress.env_steps,
             "wall_time": wall,

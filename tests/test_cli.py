@@ -330,3 +330,50 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_p
     agent = IPPO.load(str(run / "checkpoints" / "last.pt"))
     params = [*agent.actors.parameters(), *agent.critics.parameters()]
     assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
+    import os
+
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "logger=none",
+        "progress=false",
+        "algorithm.total_steps=10000000",
+        "algorithm.learn_step=256",
+        "env.num_envs=4",
+        "hardware.num_workers=2",
+        f"hydra.run.dir={run}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ippo_cli", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        metrics = run / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
+            time.sleep(0.1)
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        os.kill(int(children[-1]), signal.SIGKILL)
+        killed = time.time()
+        _, stderr = proc.communicate(timeout=30)
+        assert time.time() - killed < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "worker 1 (envs 2..3) died" in lines[0], stderr
+    assert (run / "checkpoints" / "last.pt").is_file()
+    leftover = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
