@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,16 @@ from ippo_cli.cli import compose_config
 from ippo_cli.config import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
+# Small, fast settings for learning probes.
+FAST = [
+    "algorithm.learn_step=256",
+    "algorithm.batch_size=64",
+    "algorithm.lr=0.003",
+    "env.num_envs=4",
+    "eval_every=0",
+    "eval_episodes=2",
+    "checkpoint.every=0",
+]
 
 
 def train_config(overrides: list[str]):
@@ -52,6 +64,35 @@ def run_cli(
         timeout=timeout,
         **popen,
     )
+
+
+@contextlib.contextmanager
+def training_process(args: list[str], cwd: Path, run_dir: Path, rows: int = 1):
+    """`ippo train` in a background subprocess, handed over once its metrics.jsonl has
+    ``rows`` rows (or it ended); killed on the way out if it still runs."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ippo_cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while (
+            time.time() < deadline
+            and proc.poll() is None
+            and not (metrics.exists() and metrics.read_text().count("\n") >= rows)
+        ):
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """`ippo train` and `ippo eval` run as a user runs them, in subprocesses."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, training_process
 
 TINY = [
     "env.num_envs=4",
@@ -208,9 +209,7 @@ def test_missing_ckpt_argument_is_named(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = tmp_path / "run"
     args = [
         "train",
         "logger=none",
@@ -219,40 +218,19 @@ def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
         "algorithm.learn_step=256",
         "env.num_envs=2",
         "hardware.num_workers=2",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        f"hydra.run.dir={run}",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ippo_cli", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        metrics.exists() and metrics.read_text().count("\n") >= 2
-    ):
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    try:
+    with training_process(args, tmp_path, run, rows=2) as proc:
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:  # never leave a training process behind
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    last = tmp_path / "run" / "checkpoints" / "last.pt"
     from ippo_cli.ippo import IPPO
 
-    assert IPPO.load(str(last)).agent_ids == ["speaker_0", "listener_0"]
+    assert IPPO.load(str(run / "checkpoints" / "last.pt")).agent_ids == ["speaker_0", "listener_0"]
 
 
 def test_wandb_online_without_a_login_falls_back_to_offline(tmp_path):
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     args = [
         "train",
@@ -333,8 +311,6 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_p
 
 
 def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
-    import os
-
     run = tmp_path / "run"
     args = [
         "train",
@@ -346,20 +322,7 @@ def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
         "hardware.num_workers=2",
         f"hydra.run.dir={run}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ippo_cli", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        metrics = run / "metrics.jsonl"
-        deadline = time.time() + 120
-        while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
-            time.sleep(0.1)
+    with training_process(args, tmp_path, run, rows=1) as proc:
         children = subprocess.run(
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
@@ -367,10 +330,6 @@ def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
         killed = time.time()
         _, stderr = proc.communicate(timeout=30)
         assert time.time() - killed < 30
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "worker 1 (envs 2..3) died" in lines[0], stderr

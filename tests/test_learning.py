@@ -6,17 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import probe_overrides, run_training
-
-FAST = [
-    "algorithm.learn_step=256",
-    "algorithm.batch_size=64",
-    "algorithm.lr=0.003",
-    "env.num_envs=4",
-    "eval_every=0",
-    "eval_episodes=2",
-    "checkpoint.every=0",
-]
+from tests.conftest import FAST, probe_overrides, run_training
 
 
 def _policy(agent, net_id, obs):

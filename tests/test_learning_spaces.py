@@ -8,18 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import probe_overrides, run_training
+from tests.conftest import FAST, probe_overrides, run_training
 from tests.probe_envs import EnvDefinedActionEnv, MaskedActionEnv, ObsKeyRewardEnv
-
-FAST = [
-    "algorithm.learn_step=256",
-    "algorithm.batch_size=64",
-    "algorithm.lr=0.003",
-    "env.num_envs=4",
-    "eval_every=0",
-    "eval_episodes=2",
-    "checkpoint.every=0",
-]
 
 
 def _steps(n: int) -> list[str]:

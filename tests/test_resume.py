@@ -1,17 +1,13 @@
 """Exact resume: a run stopped and resumed ends where an uninterrupted run ends."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
 from ippo_cli import checkpoint
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli, training_process
 
 BASE = [
     "env=speaker_listener",
@@ -74,27 +70,9 @@ def test_a_run_stopped_by_a_signal_resumes_exactly(tmp_path):
         "eval_every=1024",
         f"hydra.run.dir={run_dir}",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ippo_cli", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (
-        metrics.exists() and metrics.read_text().count("\n") >= 3
-    ):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    try:
+    with training_process(args, tmp_path, run_dir, rows=3) as proc:
+        proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["trainer"]["env_steps"] < 6144
     result = run_cli(["train", f"resume={run_dir / 'checkpoints' / 'last.pt'}"], tmp_path)
