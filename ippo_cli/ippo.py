@@ -790,21 +790,33 @@ class IPPO:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], device: str | torch.device = "cpu") -> IPPO:
-        """Rebuild an agent from :meth:`to_dict` output."""
+        """Rebuild an agent from :meth:`to_dict` output (a checkpoint's ``agent``)."""
+        try:
+            return cls._from_dict(data, device)
+        except (KeyError, TypeError) as exc:
+            raise checkpoint.CheckpointError(
+                f"checkpoint agent data is incomplete or malformed ({type(exc).__name__}: "
+                f"{exc}); was it written by a different version of ippo?"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> IPPO:
         agent_ids = data["agent_ids"]
         obs_spaces = {a: space_from_dict(data["observation_spaces"][a]) for a in agent_ids}
         act_spaces = {a: space_from_dict(data["action_spaces"][a]) for a in agent_ids}
         members = _members(agent_ids)
-        actors = {
-            k: StochasticActor(
-                obs_spaces[agents[0]], act_spaces[agents[0]], **data["actor_configs"][k]
-            )
-            for k, agents in members.items()
-        }
-        critics = {
-            k: ValueNetwork(obs_spaces[agents[0]], **data["critic_configs"][k])
-            for k, agents in members.items()
-        }
+        actors = critics = None
+        if "actor_configs" in data:  # each network as built (custom networks included)
+            actors = {
+                k: StochasticActor(
+                    obs_spaces[agents[0]], act_spaces[agents[0]], **data["actor_configs"][k]
+                )
+                for k, agents in members.items()
+            }
+            critics = {
+                k: ValueNetwork(obs_spaces[agents[0]], **data["critic_configs"][k])
+                for k, agents in members.items()
+            }
         agent = cls(
             observation_spaces=[obs_spaces[a] for a in agent_ids],
             action_spaces=[act_spaces[a] for a in agent_ids],

@@ -133,3 +133,26 @@ def test_a_newer_format_version_is_refused(tmp_path):
     torch.save({"format_version": checkpoint.FORMAT_VERSION + 1}, path)
     with pytest.raises(CheckpointError, match="format version"):
         checkpoint.load(path)
+
+
+def test_agent_data_with_missing_keys_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "agent.pt"
+    _agent().save_checkpoint(str(path))
+    data = checkpoint.load(path)
+    del data["agent"]["hyperparameters"]
+    checkpoint.save(path, data)
+    with pytest.raises(CheckpointError, match="incomplete or malformed .*hyperparameters"):
+        IPPO.load(str(path))
+
+
+def test_checkpoints_without_per_network_configs_still_load(tmp_path):
+    # written before networks carried their own configs: rebuilt from net_config
+    path = tmp_path / "agent.pt"
+    agent = _agent()
+    agent.save_checkpoint(str(path))
+    data = checkpoint.load(path)
+    del data["agent"]["actor_configs"], data["agent"]["critic_configs"]
+    checkpoint.save(path, data)
+    for before, after in zip(_actions(agent), _actions(IPPO.load(str(path))), strict=True):
+        for a in agent.agent_ids:
+            np.testing.assert_array_equal(before[a], after[a])
