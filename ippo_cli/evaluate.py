@@ -164,6 +164,19 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
 VIDEO_FORMATS = ("gif", "mp4")
 
 
+def with_progress_bar(frames: list[np.ndarray]) -> np.ndarray:
+    """Frames with a thin bar along the bottom edge that grows with the step.
+
+    It shows where in the episode a frame is, and keeps consecutive frames distinct: GIF
+    writers merge identical frames, which would lose the episode's frame count.
+    """
+    video = np.array(np.stack(frames), dtype=np.uint8)
+    n, _, width = video.shape[:3]
+    for i in range(n):
+        video[i, -3:, : max(1, round(width * (i + 1) / n))] = (40, 40, 40)
+    return video
+
+
 def write_video(frames: list[np.ndarray], out: Path, fps: int) -> Path:
     """An animated GIF or an MP4 of rendered frames (by ``out``'s suffix), written
     atomically."""
@@ -173,9 +186,10 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int) -> Path:
         raise ValueError("the env returned no rgb_array frames; it cannot be rendered")
     fmt = out.suffix.lstrip(".")
     out.parent.mkdir(parents=True, exist_ok=True)
+    frames = with_progress_bar(frames)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     if fmt == "gif":
-        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000 / fps, loop=0)
+        iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
     elif fmt == "mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
@@ -183,9 +197,7 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int) -> Path:
             raise ValueError(
                 "video_format=mp4 needs an encoder: pip install imageio-ffmpeg (or use gif)"
             ) from None
-        iio.imwrite(
-            tmp, np.stack(frames), extension=".mp4", fps=fps, codec="libx264", macro_block_size=1
-        )
+        iio.imwrite(tmp, frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1)
     else:
         raise ValueError(f"video_format={fmt} is not supported; use {' or '.join(VIDEO_FORMATS)}")
     tmp.replace(out)
