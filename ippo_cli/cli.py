@@ -32,6 +32,7 @@ USAGE = """usage: ippo <command> [overrides ...]
 commands:
   train   train IPPO agents          ippo train env=speaker_listener seed=1
   eval    evaluate a checkpoint      ippo eval ckpt=outputs/train/.../checkpoints/last.pt
+  summary summarise a sweep          ippo summary outputs/multirun/<date>/<time>
 
 `ippo <command> --help` lists config groups and options."""
 
@@ -64,9 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, args = argv[0], argv[1:]
-    apps = {"train": _train_app, "eval": _eval_app}
+    apps = {"train": _train_app, "eval": _eval_app, "summary": _summary_command}
     if command not in apps:
         _fail(f"unknown command '{command}'; known: {', '.join(apps)}")
+    if command == "summary":  # not a Hydra app: no config, no pre-flight
+        _summary_command(args)
+        return
     register_configs()
     try:
         if not INFO_FLAGS.intersection(args):
@@ -282,13 +286,22 @@ def _check_train(cfg: DictConfig) -> None:
 # ------------------------------------------------------------------ train
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _train_app(cfg: DictConfig) -> float | None:
+    from hydra.types import RunMode
+
     from ippo_cli.trainer import Trainer
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     data = None
-    if cfg.resume:
-        _, data = resume_checkpoint(cfg.resume)
-        cfg = resumed_config(cfg, data, list(HydraConfig.get().overrides.task))
+    try:
+        if cfg.resume:
+            _, data = resume_checkpoint(cfg.resume)
+            cfg = resumed_config(cfg, data, list(hydra_cfg.overrides.task))
+    except Exception as exc:
+        if not multirun:
+            raise
+        return _sweep_job_failed(run_dir, _first_line(str(exc)))
     try:
         trainer = Trainer(cfg, run_dir, resume=data)
         summary = trainer.run()
@@ -296,13 +309,59 @@ def _train_app(cfg: DictConfig) -> float | None:
         # Bad data from an env (a mask of the wrong length, ...) or a crashed env worker:
         # one line, and checkpoints/last.pt holds the last completed update.
         log.info("training failed", exc_info=True)  # the log file keeps the traceback
+        if multirun:
+            return _sweep_job_failed(run_dir, _first_line(str(exc)))
         _fail(f"{_first_line(str(exc))} (run directory: {run_dir})", status=1)
+    except Exception as exc:
+        if not multirun:
+            raise
+        # In a sweep, any failure of one job is recorded and the sweep goes on.
+        log.info("training failed", exc_info=True)
+        return _sweep_job_failed(run_dir, f"{type(exc).__name__}: {_first_line(str(exc))}")
+    except SystemExit as exc:
+        if not multirun or exc.code in (0, None):
+            raise
+        log.info("training failed", exc_info=True)
+        return _sweep_job_failed(run_dir, f"exited with status {exc.code}")
     _print_train_summary(summary)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if multirun:
+        summary["status"] = "interrupted" if summary["interrupted"] else "completed"
+    _write_json(run_dir / "summary.json", summary)
     if summary["interrupted"]:
         print(f"interrupted: saved {run_dir / 'checkpoints' / 'last.pt'}", file=sys.stderr)
+        if multirun:  # the sweep stops here: summarise the jobs run so far
+            from ippo_cli.sweep import SweepSummaryCallback
+
+            sweep = OmegaConf.create({"hydra": {"sweep": {"dir": hydra_cfg.sweep.dir}}})
+            SweepSummaryCallback().on_multirun_end(sweep)
         raise SystemExit(130)
     return summary["final_eval"]
+
+
+def _sweep_job_failed(run_dir: Path, error: str) -> None:
+    """Record a failed sweep job (summary.json with status "failed") and let the sweep go on."""
+    from ippo_cli.sweep import metrics_summary
+
+    summary = {**metrics_summary(run_dir), "interrupted": False, "status": "failed"}
+    summary["error"] = error
+    _write_json(run_dir / "summary.json", summary)
+    job = HydraConfig.get().job.num
+    print(f"ippo: error: job {job} failed: {error} (run directory: {run_dir})", file=sys.stderr)
+    return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _summary_command(args: list[str]) -> None:
+    from ippo_cli.sweep import summary_command
+
+    summary_command(args)
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:

@@ -1,0 +1,127 @@
+"""`ippo train -m` sweeps: failed jobs do not stop them, and every sweep gets a summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from ippo_cli.sweep import build_summary
+from tests.conftest import run_cli
+
+TINY = [
+    "logger=none",
+    "progress=false",
+    "algorithm.total_steps=512",
+    "algorithm.learn_step=256",
+    "env.num_envs=2",
+    "eval_every=256",
+    "eval_episodes=1",
+    "hardware.vec_env=sync",
+    "checkpoint.every=0",
+]
+OUTPUTS = ("summary.json", "summary.csv", "learning_curves.png")
+
+
+def _read(sweep):
+    summary = json.loads((sweep / "summary.json").read_text())
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return summary, rows
+
+
+def test_a_sweep_over_lr_and_seeds_is_summarised_and_can_be_rebuilt(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "algorithm.lr=0.001,0.003", "seed=0,1", *TINY]
+    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    for job in "0123":
+        assert json.loads((sweep / job / "summary.json").read_text())["status"] == "completed"
+    summary, rows = _read(sweep)
+    assert [r["status"] for r in rows] == ["completed"] * 4
+    assert all(float(r["env_steps"]) == 512 and r["final_eval"] for r in rows)
+    assert [j["job"] for j in summary["jobs"]] == ["0", "1", "2", "3"]
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert set(groups) == {"algorithm.lr=0.001", "algorithm.lr=0.003"}
+    for name, group in groups.items():
+        assert group["seeds"] == 2
+        finals = [j["final_eval"] for j in summary["jobs"] if j["group"] == name]
+        assert abs(group["final_eval_mean"] - sum(finals) / 2) < 1e-9
+        assert group["final_eval_std"] >= 0
+    assert (sweep / "learning_curves.png").stat().st_size > 0
+    assert "groups (over seeds)" in result.stdout
+
+    # `ippo summary DIR` rebuilds the files of an existing sweep.
+    for name in OUTPUTS:
+        (sweep / name).unlink()
+    rebuilt = run_cli(["summary", str(sweep)], tmp_path, timeout=60)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert all((sweep / name).is_file() for name in OUTPUTS)
+    again, _ = _read(sweep)
+    assert again["groups"] == summary["groups"] and again["jobs"] == summary["jobs"]
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    factories = "tests.probe_envs.RaisingEnv,tests.probe_envs.ConstantRewardEnv"
+    args = ["train", "-m", "env=pettingzoo", "env.name=probe", f"env.factory={factories}"]
+    args += [*TINY, "algorithm.learn_step=64", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args, tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ippo: error:")]
+    assert len(errors) == 1 and "job 0 failed" in errors[0] and "bad action" in errors[0]
+    failed = json.loads((sweep / "0" / "summary.json").read_text())
+    assert failed["status"] == "failed" and "bad action" in failed["error"]
+    assert "\n" not in failed["error"]
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
+    summary, rows = _read(sweep)
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert "bad action" in rows[0]["error"] and rows[1]["error"] == ""
+    by_status = {g["statuses"].get("failed", 0): g for g in summary["groups"]}
+    assert by_status[1]["seeds"] == 0 and by_status[1]["final_eval_mean"] is None
+    assert by_status[0]["seeds"] == 1 and by_status[0]["final_eval_mean"] is not None
+    assert (sweep / "learning_curves.png").is_file()
+
+
+def test_an_unfinished_sweep_is_summarised_from_what_exists(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, seed, rows in (("0", 0, 3), ("1", 1, 1)):
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / ".hydra" / "overrides.yaml").write_text(
+            f"- algorithm.lr=0.1\n- seed={seed}\n"
+        )
+        lines = [
+            json.dumps({"env_steps": 10 * (i + 1), "eval/return": float(i)}) for i in range(rows)
+        ]
+        (sweep / job / "metrics.jsonl").write_text("\n".join(lines) + '\n{"env_st')  # mid-write
+    (sweep / "0" / "summary.json").write_text(
+        json.dumps({"env_steps": 30, "wall_time": 1.0, "final_eval": 2.0, "best_eval": 2.0,
+                    "interrupted": True, "status": "interrupted"})
+    )  # fmt: skip
+    summary = build_summary(sweep)
+    assert [j["status"] for j in summary["jobs"]] == ["interrupted", "incomplete"]
+    assert summary["jobs"][1]["env_steps"] == 10 and summary["jobs"][1]["best_eval"] == 0.0
+    (group,) = summary["groups"]
+    assert group["seeds"] == 0 and len(group["_curves"]) == 2
+    result = run_cli(["summary", str(sweep)], tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all((sweep / name).is_file() for name in OUTPUTS)
+
+
+def test_summary_of_a_bad_directory_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "missing", tmp_path / "empty"):
+        result = run_cli(["summary", str(target)], tmp_path, timeout=60)
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ippo: error:"), result.stderr
+        assert str(target) in lines[0]
+    assert not any((tmp_path / "empty").iterdir())
+
+
+def test_a_sweep_over_an_unknown_key_fails_before_any_job(tmp_path):
+    result = run_cli(["train", "-m", "algorithm.lrr=1,2", "logger=none"], tmp_path, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "algorithm.lrr" in lines[0], result.stderr
+    assert not (tmp_path / "outputs").exists()
