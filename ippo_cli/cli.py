@@ -36,7 +36,7 @@ commands:
 
 `ippo <command> --help` lists config groups and options."""
 
-GROUPS = ("env", "network", "algorithm", "hardware", "logger")
+GROUPS = ("env", "network", "algorithm", "hardware", "logger", "hpo")
 # Hydra flags that print or inspect instead of running: skip the pre-flight for them.
 INFO_FLAGS = {
     "--help",

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+import yaml
+
 from ippo_cli.sweep import build_summary
 from tests.conftest import run_cli
 
@@ -125,3 +128,29 @@ def test_a_sweep_over_an_unknown_key_fails_before_any_job(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "algorithm.lrr" in lines[0], result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
+    args = [
+        "train",
+        "-m",
+        "hpo=optuna",
+        "hydra.sweeper.n_trials=3",
+        "algorithm.total_steps=512",
+        "logger=none",
+        "progress=false",
+        "env.num_envs=2",
+        "eval_episodes=1",
+        "hardware.vec_env=sync",
+        "algorithm.learn_step=choice(256,512)",
+    ]
+    result = run_cli(args, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    finals = [
+        json.loads((sweep / j / "summary.json").read_text())["final_eval"] for j in ("0", "1", "2")
+    ]
+    assert results["best_value"] == pytest.approx(max(finals))
+    assert set(results["best_params"]) >= {"algorithm.lr", "algorithm.learn_step"}
