@@ -515,6 +515,24 @@ class IPPO:
             value = self.critics[net_id](obs)
         return action, log_prob, entropy, value
 
+    def _act_in_chunks(
+        self, net_id: str, x: torch.Tensor, deterministic: bool, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        """act_group over rows of at most ``action_batch_size`` (all at once when None)."""
+        size = self.action_batch_size
+        if size is None or x.shape[0] <= size:
+            return self.act_group(net_id, x, deterministic, mask)
+        parts = [
+            self.act_group(
+                net_id,
+                x[i : i + size],
+                deterministic,
+                None if mask is None else mask[i : i + size],
+            )
+            for i in range(0, x.shape[0], size)
+        ]
+        return tuple(torch.cat(chunks) for chunks in zip(*parts, strict=True))
+
     def value_group(self, net_id: str, obs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.critics[net_id](obs)
@@ -582,7 +600,7 @@ class IPPO:
             mask = None if masks is None else torch.as_tensor(masks, device=self.device)
             if mask is not None:
                 mask = mask.reshape(num_envs * len(present), -1)
-            action, log_prob, entropy, value = self.act_group(net_id, x, deterministic, mask)
+            action, log_prob, entropy, value = self._act_in_chunks(net_id, x, deterministic, mask)
             if not self.training:
                 action = self.actors[net_id].env_action(action)
             action = action.reshape(num_envs, len(present), *action.shape[1:]).cpu().numpy()

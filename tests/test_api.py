@@ -237,3 +237,22 @@ def test_save_and_load_reproduce_every_agent_type_exactly(tmp_path, obs_kind, ac
     for b, a in zip(before, after, strict=True):
         for agent_id in agent.agent_ids:
             np.testing.assert_array_equal(b[agent_id], a[agent_id])
+
+
+def test_action_batch_size_chunks_the_forward_with_the_same_result():
+    obs = {a: np.random.randn(10, 6).astype(np.float32) for a in ("agent_0", "agent_1")}
+    infos = {a: {"action_mask": np.tile([[0, 1]], (10, 1))} for a in obs}
+    whole = IPPO([BOX] * 2, [spaces.Discrete(2)] * 2, list(obs))
+    chunked = whole.clone()
+    chunked.action_batch_size = 3
+    calls = []
+    original = chunked.act_group
+    chunked.act_group = lambda *a, **k: calls.append(a[1].shape[0]) or original(*a, **k)
+    torch.manual_seed(0)
+    expected = whole.get_action(obs, infos, deterministic=True)
+    got = chunked.get_action(obs, infos, deterministic=True)
+    assert calls == [3, 3, 3, 3, 3, 3, 2]  # 20 rows of the shared network, 3 at a time
+    for e, g in zip(expected, got, strict=True):
+        for a in obs:
+            np.testing.assert_allclose(e[a], g[a], rtol=1e-5, atol=1e-6)
+    assert all((g == 1).all() for g in got[0].values())  # the masks followed their rows
