@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ippo_cli.config import ConfigError, register_configs, validate_train
+from ippo_cli.files import write_text_atomic
 from ippo_cli.paths import CONF_DIR
 
 log = logging.getLogger("ippo")
@@ -65,12 +66,14 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, args = argv[0], argv[1:]
-    apps = {"train": _train_app, "eval": _eval_app, "summary": _summary_command}
-    if command not in apps:
-        _fail(f"unknown command '{command}'; known: {', '.join(apps)}")
+    apps = {"train": _train_app, "eval": _eval_app}
     if command == "summary":  # not a Hydra app: no config, no pre-flight
-        _summary_command(args)
+        from ippo_cli.sweep import summary_command
+
+        summary_command(args)
         return
+    if command not in apps:
+        _fail(f"unknown command '{command}'; known: train, eval, summary")
     register_configs()
     try:
         if not INFO_FLAGS.intersection(args):
@@ -351,17 +354,7 @@ def _sweep_job_failed(run_dir: Path, error: str) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _summary_command(args: list[str]) -> None:
-    from ippo_cli.sweep import summary_command
-
-    summary_command(args)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:

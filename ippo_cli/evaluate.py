@@ -12,6 +12,7 @@ import numpy as np
 
 from ippo_cli import checkpoint
 from ippo_cli.checkpoint import CheckpointError
+from ippo_cli.files import write_text_atomic
 
 if TYPE_CHECKING:
     from ippo_cli.ippo import IPPO
@@ -149,10 +150,7 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         "env_steps": data.get("trainer", {}).get("env_steps"),
         **result.summary(),
     }
-    out = path.parent / "eval.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    write_text_atomic(path.parent / "eval.json", json.dumps(report, indent=2))
     if cfg.render:
         report["video"] = str(
             write_video(result.frames, path.parent / f"eval.{cfg.video_format}", cfg.fps)

@@ -22,6 +22,7 @@ from gymnasium import spaces
 from torch.nn.utils import clip_grad_norm_
 
 from ippo_cli import checkpoint
+from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
 from ippo_cli.networks import StochasticActor, ValueNetwork
@@ -618,10 +619,14 @@ class IPPO:
         return outputs
 
     # ----------------------------------------------------------------- learning
-    def allocate_rollouts(self, num_steps: int, num_envs: int) -> dict[str, GroupRollout]:
-        """Preallocated rollout storage for every network, laid out (T, env, agent, ...)."""
+    def allocate_rollouts(
+        self, num_steps: int, num_envs: int, net_ids: Sequence[str] | None = None
+    ) -> dict[str, GroupRollout]:
+        """Preallocated rollout storage for each network (all by default), laid out
+        (T, env, agent, ...)."""
         rollouts = {}
-        for net_id, agents in self.members.items():
+        for net_id in net_ids or self.members:
+            agents = self.members[net_id]
             layout = self.obs_layouts[net_id]
             act_space = self.action_spaces[agents[0]]
             rollouts[net_id] = GroupRollout.allocate(
@@ -691,7 +696,7 @@ class IPPO:
         def tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(np.nan_to_num(x, nan=0.0), dtype=dtype, device=self.device)
 
-        rollout = self.allocate_rollouts(num_steps, num_envs)[net_id]
+        rollout = self.allocate_rollouts(num_steps, num_envs, [net_id])[net_id]
         rollout.obs.copy_(tensor(obs, rollout.obs.dtype))
         rollout.actions.copy_(tensor(gather(actions, act_shape), rollout.actions.dtype))
         rollout.log_probs.copy_(tensor(gather(log_probs, ())))
@@ -1024,10 +1029,7 @@ def _vector_episode_returns(
                 obs, rewards, terms, truncs, infos = env.step(action)
                 reward = np.stack([np.nan_to_num(rewards[a]) for a in ids], axis=1)
                 returns[~finished] += reward[~finished]
-                done = np.stack(
-                    [np.nan_to_num(np.maximum(terms[a], truncs[a]), nan=1.0) for a in ids], axis=1
-                )
-                finished |= (done > 0).all(axis=1)
+                finished |= episodes_ended(terms, truncs, ids)
                 steps += 1
             all_returns.append(returns)
     finally:

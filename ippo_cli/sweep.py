@@ -17,6 +17,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from ippo_cli.files import write_text_atomic
+
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 CURVES_PNG = "learning_curves.png"
@@ -193,25 +195,19 @@ def _public(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ writing
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_summary(sweep_dir: str | Path, console: Any = None, quiet: bool = False) -> dict:
     """Build the summary, write summary.json, summary.csv and learning_curves.png into the
     sweep directory, print the tables; returns the summary."""
     sweep_dir = Path(sweep_dir)
     summary = build_summary(sweep_dir)
     public = {**summary, "jobs": _public(summary["jobs"]), "groups": _public(summary["groups"])}
-    _atomic_write(sweep_dir / SUMMARY_JSON, json.dumps(public, indent=2) + "\n")
+    write_text_atomic(sweep_dir / SUMMARY_JSON, json.dumps(public, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for job in public["jobs"]:
         writer.writerow({**job, "overrides": " ".join(job["overrides"])})
-    _atomic_write(sweep_dir / SUMMARY_CSV, buf.getvalue())
+    write_text_atomic(sweep_dir / SUMMARY_CSV, buf.getvalue())
     plot_curves(summary["groups"], sweep_dir / CURVES_PNG, title=str(sweep_dir))
     if not quiet:
         print_summary(summary, console)

@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint
 from ippo_cli.envs.factory import env_fn, make_train_env
+from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
+from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
@@ -131,9 +133,7 @@ def truncate_metrics(path: Path, updates: int) -> None:
         if row["update"] < updates or (row["update"] == updates and not row.get("final_eval")):
             keep.append(line)
     if len(keep) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(keep), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, "".join(keep))
 
 
 class NonFiniteError(RuntimeError):
@@ -410,14 +410,9 @@ class Trainer:
 
     def _track_episodes(self, rewards, terms, truncs) -> None:
         ids = self.agent_ids
-        reward = np.stack([rewards[a] for a in ids], axis=1)
-        done = np.stack([np.maximum(terms[a], truncs[a]) for a in ids], axis=1)
-        self._ep_return += np.nan_to_num(reward)
+        self._ep_return += np.nan_to_num(np.stack([rewards[a] for a in ids], axis=1))
         self._ep_length += 1
-        # The vector env resets an env once every agent present is done (or absent).
-        present = ~np.isnan(done)
-        ended = (np.where(present, done, 1.0) > 0).all(axis=1) & present.any(axis=1)
-        for e in np.flatnonzero(ended):
+        for e in np.flatnonzero(episodes_ended(terms, truncs, ids)):
             self._finished.append((self._ep_return[e].copy(), int(self._ep_length[e])))
             self._ep_return[e] = 0.0
             self._ep_length[e] = 0

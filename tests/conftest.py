@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ippo_cli.cli import compose_config
@@ -64,6 +65,19 @@ def run_cli(
         timeout=timeout,
         **popen,
     )
+
+
+def sample_batch(space, n: int, seed: int = 0):
+    """``n`` samples of ``space`` stacked the way the vector env delivers them."""
+    from gymnasium import spaces
+
+    space.seed(seed)
+    samples = [space.sample() for _ in range(n)]
+    if isinstance(space, spaces.Dict):
+        return {k: np.stack([s[k] for s in samples]) for k in space.spaces}
+    if isinstance(space, spaces.Tuple):
+        return tuple(np.stack([s[i] for s in samples]) for i in range(len(space.spaces)))
+    return np.stack(samples)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli import IPPO, MultiAgentSetup
+from tests.conftest import sample_batch
 
 BOX = spaces.Box(-1, 1, (6,))
 IMAGE = spaces.Box(0, 255, (16, 16, 3), np.uint8)
@@ -211,22 +212,12 @@ def test_custom_networks_are_copied_and_must_be_our_networks():
         _grouped(actor_networks=[torch.nn.Linear(2, 2)] * 2, critic_networks=source.critics)
 
 
-def _sample_obs(space, n):
-    space.seed(1)
-    samples = [space.sample() for _ in range(n)]
-    if isinstance(space, spaces.Dict):
-        return {k: np.stack([s[k] for s in samples]) for k in space.spaces}
-    if isinstance(space, spaces.Tuple):
-        return tuple(np.stack([s[i] for s in samples]) for i in range(len(space.spaces)))
-    return np.stack(samples)
-
-
 @pytest.mark.parametrize("obs_kind", list(OBS_SPACES))
 @pytest.mark.parametrize("act_kind", list(ACTION_SPACES))
 def test_save_and_load_reproduce_every_agent_type_exactly(tmp_path, obs_kind, act_kind):
     obs_space, act_space = OBS_SPACES[obs_kind], ACTION_SPACES[act_kind]
     agent = IPPO([obs_space] * 2, [act_space] * 2, ["x_0", "x_1"])
-    obs = {a: _sample_obs(obs_space, 5) for a in agent.agent_ids}
+    obs = {a: sample_batch(obs_space, 5, seed=1) for a in agent.agent_ids}
     path = tmp_path / "agent.pt"
     agent.save_checkpoint(str(path))
     loaded = IPPO.load(str(path))

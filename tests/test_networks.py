@@ -19,21 +19,11 @@ from ippo_cli.spaces import (
     space_from_dict,
     space_to_dict,
 )
+from tests.conftest import sample_batch
 
 IMAGE_HWC = spaces.Box(0, 255, (10, 12, 3), np.uint8)
 IMAGE_CHW = spaces.Box(0.0, 1.0, (2, 10, 12), np.float32)
 SMALL_CNN = {"channel_size": [4], "kernel_size": 3, "stride_size": 2}
-
-
-def _batch(space, n, seed=0):
-    """``n`` samples of ``space`` stacked the way the vector env delivers them."""
-    space.seed(seed)
-    samples = [space.sample() for _ in range(n)]
-    if isinstance(space, spaces.Dict):
-        return {k: np.stack([s[k] for s in samples]) for k in space.spaces}
-    if isinstance(space, spaces.Tuple):
-        return tuple(np.stack([s[i] for s in samples]) for i in range(len(space.spaces)))
-    return np.stack(samples)
 
 
 # ------------------------------------------------------------------ storage format
@@ -78,7 +68,7 @@ def test_multibinary_is_floats():
 def test_channels_last_images_are_transposed_and_keep_their_dtype():
     layout = ObservationLayout(IMAGE_HWC)
     assert layout.is_image and layout.shape == (3, 10, 12) and layout.dtype == np.uint8
-    obs = _batch(IMAGE_HWC, 2)
+    obs = sample_batch(IMAGE_HWC, 2)
     out = layout.to_storage(obs, 1)
     assert out.shape == (2, 3, 10, 12) and out.dtype == np.uint8 and out.flags.c_contiguous
     for b, c, h, w in [(0, 0, 0, 0), (1, 2, 9, 11), (0, 1, 4, 7), (1, 0, 3, 2)]:
@@ -89,7 +79,7 @@ def test_channels_last_images_are_transposed_and_keep_their_dtype():
 def test_channels_first_images_are_not_transposed():
     layout = ObservationLayout(IMAGE_CHW)
     assert layout.shape == (2, 10, 12) and layout.dtype == np.float32
-    obs = _batch(IMAGE_CHW, 3)
+    obs = sample_batch(IMAGE_CHW, 3)
     np.testing.assert_array_equal(layout.to_storage(obs, 1), obs)
 
 
@@ -162,7 +152,7 @@ def test_encoders_map_stored_observations_to_the_latent(name):
     if layout.is_image:
         config = SMALL_CNN
     encoder = make_encoder(space, config, latent_dim=8)
-    x = torch.as_tensor(layout.to_storage(_batch(space, 3), 1))
+    x = torch.as_tensor(layout.to_storage(sample_batch(space, 3), 1))
     out = encoder(x)
     assert out.shape == (3, 8) and out.dtype == torch.float32 and torch.isfinite(out).all()
     out.sum().backward()
@@ -208,7 +198,7 @@ def _scaled_inputs(encoder_scale, run):
 
 
 def test_images_are_scaled_by_their_bounds():
-    obs = torch.as_tensor(ObservationLayout(IMAGE_HWC).to_storage(_batch(IMAGE_HWC, 4), 1))
+    obs = torch.as_tensor(ObservationLayout(IMAGE_HWC).to_storage(sample_batch(IMAGE_HWC, 4), 1))
     torch.manual_seed(0)
     on = make_encoder(IMAGE_HWC, SMALL_CNN, 8, normalize_images=True)
     torch.manual_seed(0)
@@ -235,7 +225,7 @@ def test_image_subspaces_of_a_dict_are_scaled_too():
     space = ENCODED_SPACES["dict"]
     layout = ObservationLayout(space)
     encoder = make_encoder(space, {"cnn_config": SMALL_CNN}, 8)
-    x = torch.as_tensor(layout.to_storage(_batch(space, 2), 1))
+    x = torch.as_tensor(layout.to_storage(sample_batch(space, 2), 1))
     scaled = _scaled_inputs(encoder.cnns[0].scale, lambda: encoder(x))
     assert scaled.shape == (2, 3, 10, 12) and scaled.min() >= 0 and scaled.max() <= 1
     assert scaled.max() > 0.5  # random uint8 pixels, really rescaled rather than zeroed

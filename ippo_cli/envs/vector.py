@@ -932,6 +932,16 @@ class AsyncVecEnv(_BaseVecEnv):
         self._memory = None
 
 
+def episodes_ended(terminations: Batch, truncations: Batch, agents: Sequence[str]) -> np.ndarray:
+    """Which envs a step's outputs show ending their episode (and being reset): those in
+    which every agent is done, an absent agent (NaN) counting as done."""
+    done = np.stack(
+        [np.nan_to_num(np.maximum(terminations[a], truncations[a]), nan=1.0) for a in agents],
+        axis=1,
+    )
+    return (done > 0).all(axis=1)
+
+
 # The reference implementation's class name; same constructor arguments accepted.
 AsyncPettingZooVecEnv = AsyncVecEnv
 
