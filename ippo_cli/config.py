@@ -31,6 +31,8 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: list[WrapperConfig] = field(default_factory=list)
     num_envs: int = 8
+    # pettingzoo | batched (numpy arrays over all envs; speaker_listener and simple_spread)
+    backend: str = "pettingzoo"
 
 
 @dataclass
@@ -86,6 +88,7 @@ class HardwareConfig:
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
+    distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
 
 
 @dataclass
@@ -160,6 +163,13 @@ def validate_train(cfg: Any) -> None:
         need(a[name] >= 0, f"algorithm.{name}", a[name], "must be >= 0")
     need(a.total_steps >= 1, "algorithm.total_steps", a.total_steps, "must be >= 1")
     need(e.num_envs >= 1, "env.num_envs", e.num_envs, "must be >= 1")
+    backends = ("pettingzoo", "batched")
+    need(e.backend in backends, "env.backend", e.backend, "use pettingzoo or batched")
+    if e.backend == "batched":
+        from ippo_cli.envs.batched_mpe import batched_support
+
+        problem = batched_support(e.factory, e.kwargs, e.wrappers)
+        need(problem is None, "env.backend", e.backend, str(problem))
     need(h.vec_env in ("async", "sync"), "hardware.vec_env", h.vec_env, "use async or sync")
     need(
         h.num_workers is None or h.num_workers >= 1,

@@ -7,6 +7,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ippo_cli.envs.batched_mpe import BatchedMPE, make_batched_env
 from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
 
@@ -60,9 +61,18 @@ def env_fn(env_cfg: Any, render_mode: str | None = None) -> Callable[[], Any]:
 
 def make_train_env(
     env_cfg: Any, num_envs: int, kind: str, num_workers: int | None
-) -> SyncVecEnv | AsyncVecEnv:
-    """The vector env used for training. The first env is built once here so that a bad
-    factory or kwarg fails with a clear message before any worker starts."""
+) -> SyncVecEnv | AsyncVecEnv | BatchedMPE:
+    """The vector env used for training: with ``env.backend=batched`` the numpy version of the
+    mpe2 env (``kind`` and ``num_workers`` do not apply), else a vector env of ParallelEnvs.
+    The first ParallelEnv is built once here so that a bad factory or kwarg fails with a
+    clear message before any worker starts."""
+    if env_cfg.get("backend", "pettingzoo") == "batched":
+        return make_batched_env(
+            str(env_cfg["factory"]),
+            _plain(env_cfg.get("kwargs") or {}),
+            _plain(env_cfg.get("wrappers") or []),
+            num_envs,
+        )
     check = env_fn(env_cfg)()
     check.close()
     return make_vec_env([env_fn(env_cfg)] * num_envs, kind=kind, num_workers=num_workers)
