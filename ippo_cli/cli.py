@@ -6,10 +6,14 @@ value fails with one line naming it, before any run directory, env or worker exi
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         if not INFO_FLAGS.intersection(args):
             preflight(command, args)
             if command == "train":
-                args = args + resume_run_dir_overrides(args)
+                args = args + resume_run_dir_overrides(args) + worker_rank_overrides()
     except UserError as exc:
         _fail(str(exc))
     sys.argv = [f"ippo {command}", *args]
@@ -108,10 +112,11 @@ def preflight(command: str, args: list[str]) -> None:
             except ConfigError as exc:
                 raise UserError(str(exc)) from None
         return
+    multirun = any(a in ("-m", "--multirun") for a in args)
     for combo in expand_sweeps(overrides):
         cfg = compose_config(command, combo)
         if command == "train":
-            _check_train(cfg)
+            _check_train(cfg, multirun)
 
 
 # What `resume=` may change: how long, where it logs, on what hardware; not the experiment.
@@ -261,7 +266,43 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else "invalid configuration"
 
 
-def _check_train(cfg: DictConfig) -> None:
+def check_launch(cfg: DictConfig, multirun: bool) -> None:
+    """hardware=distributed if and only if a launcher (torchrun, accelerate) started us."""
+    from ippo_cli.distributed import LAUNCH_HINT, launched_rank
+
+    world = int(os.environ.get("WORLD_SIZE", 1)) if launched_rank() is not None else None
+    if cfg.hardware.distributed:
+        if multirun:
+            raise UserError(
+                "hardware=distributed trains one run over several processes and cannot "
+                "be swept with -m; sweep with a launcher (launcher=joblib|slurm|ray) instead"
+            )
+        if world is None:
+            raise UserError(
+                "hardware=distributed must be started by torchrun or accelerate launch "
+                f"(RANK/WORLD_SIZE are not set), e.g. {LAUNCH_HINT}"
+            )
+    elif world is not None and world > 1:
+        raise UserError(
+            f"started by a launcher with WORLD_SIZE={world} but hardware.distributed is "
+            "false; add hardware=distributed"
+        )
+
+
+def worker_rank_overrides() -> list[str]:
+    """Ranks other than 0 of a distributed run write nothing the user keeps: their Hydra
+    output goes to a temporary directory, removed at exit, and they log nowhere."""
+    from ippo_cli.distributed import launched_rank
+
+    rank = launched_rank()
+    if not rank:
+        return []
+    scratch = tempfile.mkdtemp(prefix=f"ippo-rank{rank}-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "logger=none", "progress=false"]
+
+
+def _check_train(cfg: DictConfig, multirun: bool = False) -> None:
     from ippo_cli.envs.factory import EnvConfigError, env_fn
     from ippo_cli.trainer import build_agent, resolve_device
 
@@ -270,6 +311,7 @@ def _check_train(cfg: DictConfig) -> None:
         resolve_device(cfg.hardware.device)
     except (ConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    check_launch(cfg, multirun)
     try:
         env = env_fn(cfg.env)()
     except EnvConfigError as exc:
@@ -326,6 +368,8 @@ def _train_app(cfg: DictConfig) -> float | None:
             raise
         log.info("training failed", exc_info=True)
         return _sweep_job_failed(run_dir, f"exited with status {exc.code}")
+    if not trainer.dist.main:
+        return None  # rank 0 reports for the whole data-parallel run
     _print_train_summary(summary)
     if multirun:
         summary["status"] = "interrupted" if summary["interrupted"] else "completed"

@@ -21,7 +21,7 @@ import torch
 from gymnasium import spaces
 from torch.nn.utils import clip_grad_norm_
 
-from ippo_cli import checkpoint
+from ippo_cli import checkpoint, distributed
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
@@ -141,8 +141,11 @@ class IPPO:
         validate_hyperparameters(hyper)
         for name, value in hyper.items():
             setattr(self, name, value)
+        # An accelerate.Accelerator places the networks on its device; when its launcher
+        # started several processes, training is data-parallel (see ippo_cli.distributed).
+        self.accelerator = accelerator
         if accelerator is not None:
-            raise ValueError("accelerator is not supported; use device='cuda' for a GPU")
+            device = accelerator.device
         self.index = index
         self.hp_config = hp_config
         self.mut = mut
@@ -199,6 +202,9 @@ class IPPO:
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.mutation_hooks: list[Any] = []
         self.registry: list[Any] = []
+        self.data_parallel = False
+        if accelerator is not None and wrap and distributed.active():
+            self.enable_data_parallel()
         if torch_compiler is not None:
             self.recompile()
 
@@ -429,7 +435,9 @@ class IPPO:
     def copy_attributes(agent: IPPO, clone: IPPO) -> IPPO:
         """Copy ``agent``'s non-network attributes onto ``clone`` (deep copies)."""
         for name, value in IPPO.inspect_attributes(agent).items():
-            if name not in ("obs_layouts", "members", "network_of"):
+            if name == "accelerator":  # one accelerator per process, shared
+                clone.accelerator = value
+            elif name not in ("obs_layouts", "members", "network_of"):
                 setattr(clone, name, copy.deepcopy(value))
         return clone
 
@@ -447,6 +455,15 @@ class IPPO:
             return
         for net in (*self.actors.values(), *self.critics.values()):
             net.compile(mode=self.torch_compiler)
+
+    def enable_data_parallel(self) -> None:
+        """Train as one replica of a torch.distributed run: rank 0's parameters are
+        copied to every rank, and each minibatch's gradients (and the KL used by
+        ``target_kl``) are averaged over the ranks, so the replicas stay identical."""
+        if not distributed.active():
+            raise RuntimeError("data-parallel training needs an initialised process group")
+        distributed.broadcast_parameters([*self.actors.values(), *self.critics.values()])
+        self.data_parallel = True
 
     def clean_up(self) -> None:
         """Release the networks and optimizers."""
@@ -744,6 +761,8 @@ class IPPO:
                 with torch.no_grad():
                     approx_kl = masked_mean((ratio - 1) - log_ratio, chosen)
                     clip_frac = masked_mean(((ratio - 1).abs() > self.clip_coef).float(), chosen)
+                    if self.data_parallel:  # every rank must take the same early stop
+                        approx_kl = distributed.average(approx_kl)
                 if self.target_kl is not None and approx_kl.item() > self.target_kl:
                     stop = True
                     break
@@ -764,7 +783,13 @@ class IPPO:
                 critic_opt.zero_grad(set_to_none=True)
                 # Actor and critic share no parameters: one backward pass gives each its
                 # own gradients; each is clipped and stepped separately, as in the reference.
-                (actor_loss + self.vf_coef * value_loss).backward()
+                loss = actor_loss + self.vf_coef * value_loss
+                if self.accelerator is not None:
+                    self.accelerator.backward(loss)
+                else:
+                    loss.backward()
+                if self.data_parallel:
+                    distributed.average_gradients(actor_params + critic_params)
                 clip_grad_norm_(actor_params, self.max_grad_norm, foreach=True)
                 clip_grad_norm_(critic_params, self.max_grad_norm, foreach=True)
                 actor_opt.step()
@@ -812,10 +837,12 @@ class IPPO:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], device: str | torch.device = "cpu") -> IPPO:
+    def from_dict(
+        cls, data: Mapping[str, Any], device: str | torch.device = "cpu", accelerator: Any = None
+    ) -> IPPO:
         """Rebuild an agent from :meth:`to_dict` output (a checkpoint's ``agent``)."""
         try:
-            return cls._from_dict(data, device)
+            return cls._from_dict(data, device, accelerator)
         except (KeyError, TypeError) as exc:
             raise checkpoint.CheckpointError(
                 f"checkpoint agent data is incomplete or malformed ({type(exc).__name__}: "
@@ -823,7 +850,9 @@ class IPPO:
             ) from None
 
     @classmethod
-    def _from_dict(cls, data: Mapping[str, Any], device: str | torch.device) -> IPPO:
+    def _from_dict(
+        cls, data: Mapping[str, Any], device: str | torch.device, accelerator: Any
+    ) -> IPPO:
         agent_ids = data["agent_ids"]
         obs_spaces = {a: space_from_dict(data["observation_spaces"][a]) for a in agent_ids}
         act_spaces = {a: space_from_dict(data["action_spaces"][a]) for a in agent_ids}
@@ -850,6 +879,7 @@ class IPPO:
             actor_networks=actors,
             critic_networks=critics,
             device=device,
+            accelerator=accelerator,
             **data["hyperparameters"],
         )
         agent.load_state(data)
@@ -883,11 +913,16 @@ class IPPO:
     @classmethod
     def load(cls, path: str, device: str | torch.device = "cpu", accelerator: Any = None) -> IPPO:
         """Load an agent saved by :meth:`save_checkpoint` or a ``ippo train`` checkpoint."""
-        return cls.from_dict(_agent_data(checkpoint.load(path, device)), device)
+        if accelerator is not None:
+            device = accelerator.device
+        return cls.from_dict(_agent_data(checkpoint.load(path, device)), device, accelerator)
 
     def clone(self, index: int | None = None, wrap: bool = True) -> IPPO:
         """An independent copy (networks, optimizer states, counters); ``index`` if given."""
-        clone = type(self).from_dict(copy.deepcopy(self.to_dict()), self.device)
+        clone = type(self).from_dict(
+            copy.deepcopy(self.to_dict()), self.device, self.accelerator if wrap else None
+        )
+        clone.hp_config = copy.deepcopy(self.hp_config)
         if index is not None:
             clone.index = index
         return clone

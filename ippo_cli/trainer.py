@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ippo_cli import checkpoint
+from ippo_cli import checkpoint, distributed
 from ippo_cli.envs.factory import env_fn, make_train_env
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
@@ -31,6 +31,7 @@ from ippo_cli.rollout import GroupRollout
 log = logging.getLogger("ippo")
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes never share seeds with training envs
+RANK_SEED_OFFSET = 10_000  # each data-parallel rank's envs and sampling get their own seeds
 
 
 def resolve_device(device: str) -> torch.device:
@@ -160,6 +161,12 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.device = resolve_device(cfg.hardware.device)
+        self.dist = distributed.Context()
+        if cfg.hardware.distributed:
+            self.dist = distributed.initialize(self.device)
+            self.device = distributed.rank_device(self.device, self.dist)
+        # Rank r's envs and action sampling are seeded apart; rank 0 is the plain seed.
+        self.seed = cfg.seed + RANK_SEED_OFFSET * self.dist.rank
         if cfg.hardware.threads > 0:
             torch.set_num_threads(cfg.hardware.threads)
         seed_everything(cfg.seed)
@@ -179,6 +186,9 @@ class Trainer:
         except BaseException:
             self.env.close()
             raise
+        if self.dist.parallel:
+            self.agent.enable_data_parallel()
+            seed_everything(self.seed)
         self.num_steps = -(-cfg.algorithm.learn_step // self.num_envs)  # ceil
         self.rollouts = self.agent.allocate_rollouts(self.num_steps, self.num_envs)
         self.progress = Progress()
@@ -190,6 +200,21 @@ class Trainer:
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, int]] = []
         self._snapshot: dict[str, Any] | None = None
+
+    @property
+    def steps_per_rollout(self) -> int:
+        """Env steps of one rollout, summed over data-parallel ranks."""
+        return self.num_steps * self.num_envs * self.dist.world_size
+
+    def use_agent(self, agent: IPPO) -> None:
+        """Train ``agent`` from now on (evolution takes turns with its population): the
+        rollout storage follows its learn_step; episode trackers start afresh."""
+        self.agent = agent
+        self.num_steps = -(-agent.learn_step // self.num_envs)  # ceil
+        self.rollouts = agent.allocate_rollouts(self.num_steps, self.num_envs)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        self._finished.clear()
 
     # ------------------------------------------------------------ snapshots
     def _boundary_state(self) -> dict[str, Any]:
@@ -218,6 +243,11 @@ class Trainer:
         state = data["trainer"]
         saved = state["progress"]
         self.progress = Progress(**{**saved, "best_eval": saved["best_eval"] or -math.inf})
+        if not self.dist.main:
+            # The checkpoint holds rank 0's envs and RNGs; other ranks start fresh episodes
+            # from seeds that depend on the update count.
+            seed_everything(self.seed + self.progress.updates)
+            return self.env.reset(seed=self.seed + self.progress.updates)
         self._ep_return[:] = np.asarray(state["episode_return"])
         self._ep_length[:] = np.asarray(state["episode_length"])
         self.env.reset(seed=self.cfg.seed)
@@ -236,17 +266,23 @@ class Trainer:
             if self.resume is not None:
                 obs, infos = self._restore(self.resume)
             else:
-                obs, infos = self.env.reset(seed=cfg.seed)
+                obs, infos = self.env.reset(seed=self.seed)
+            main = self.dist.main
             wandb_id = (self.resume or {}).get("trainer", {}).get("wandb_id")
             config = OmegaConf.to_container(cfg, resolve=True)
             self.logger = RunLogger(self.run_dir, cfg.logger, config, run_id=wandb_id)
-            self.eval_env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
+            if main:
+                self.eval_env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
             self._snapshot = self._boundary_state()
             wall_before = self.progress.wall_time
-            with _progress_bar(cfg.progress, cfg.algorithm.total_steps) as bar:
+            with _progress_bar(cfg.progress and main, cfg.algorithm.total_steps) as bar:
                 while self.progress.env_steps < cfg.algorithm.total_steps:
                     t0 = time.perf_counter()
-                    obs, infos = self.collect(obs, infos, stop)
+                    # Ranks decide to stop together, between rollouts, so none is left
+                    # waiting in an all-reduce.
+                    obs, infos = self.collect(obs, infos, None if self.dist.parallel else stop)
+                    if self.dist.parallel and distributed.any_rank(stop.requested, self.device):
+                        stop.requested = True
                     if stop.requested:
                         break
                     metrics = self.agent.update(self.rollouts)
@@ -254,12 +290,15 @@ class Trainer:
                     self.progress.updates += 1
                     self.progress.wall_time = wall_before + time.perf_counter() - start
                     row = self._row(metrics, self.progress.wall_time, t0)
-                    self._maybe_evaluate(row)
+                    if main:
+                        self._maybe_evaluate(row)
                     self.logger.log(row)
                     self._snapshot = self._boundary_state()
-                    self._maybe_checkpoint()
+                    if main:
+                        self._maybe_checkpoint()
                     bar.update(self.progress.env_steps, row)
-            if not stop.requested and self.progress.last_eval_step != self.progress.env_steps:
+            final = not stop.requested and self.progress.last_eval_step != self.progress.env_steps
+            if main and final:
                 # Marked so that a resumed run can drop it: an uninterrupted run has no
                 # evaluation here unless eval_every falls on this step.
                 row = {
@@ -273,10 +312,10 @@ class Trainer:
             stop.restore()
             failure = sys.exc_info()[1]
             weights_ok = not isinstance(failure, NonFiniteError) or failure.weights_ok
-            if self._snapshot is not None and weights_ok:
+            if self._snapshot is not None and weights_ok and self.dist.main:
                 self.save("last.pt")
             curve = self.run_dir / "learning_curve.png"
-            if (self.run_dir / "metrics.jsonl").exists():
+            if (self.run_dir / "metrics.jsonl").exists() and self.dist.main:
                 plot_learning_curve(
                     self.run_dir / "metrics.jsonl", curve, title=f"{cfg.env.name}, seed {cfg.seed}"
                 )
@@ -303,6 +342,8 @@ class Trainer:
             self.eval_env = None
         if self.logger is not None:
             self.logger.close()
+        if self.dist.parallel:
+            distributed.shutdown()
 
     # -------------------------------------------------------------- collect
     def collect(self, obs: dict[str, np.ndarray], infos: dict[str, Any], stop=None):
@@ -362,7 +403,7 @@ class Trainer:
             x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
             value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
-        self.progress.env_steps += self.num_steps * self.num_envs
+        self.progress.env_steps += self.steps_per_rollout
         agent.steps[-1] = self.progress.env_steps
         return obs, infos
 
@@ -424,7 +465,7 @@ class Trainer:
             "update": p.updates,
             "env_steps": p.env_steps,
             "wall_time": wall,
-            "steps_per_second": self.num_steps * self.num_envs / (time.perf_counter() - t0),
+            "steps_per_second": self.steps_per_rollout / (time.perf_counter() - t0),
             "episodes": len(self._finished),
         }
         if self._finished:
