@@ -88,6 +88,7 @@ class HardwareConfig:
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
+    distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
 
 
 @dataclass
