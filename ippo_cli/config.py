@@ -92,8 +92,7 @@ class HardwareConfig:
 
 
 @dataclass
-class LoggerConfig:
-    kind: str = "wandb"  # wandb | none
+class WandbConfig:
     mode: str = "offline"  # offline | online | disabled
     project: str = "ippo"
     entity: str | None = None
@@ -102,9 +101,56 @@ class LoggerConfig:
 
 
 @dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | none (metrics.jsonl is always written)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
 class CheckpointConfig:
     every: int = 100_000  # env steps between checkpoints/step_N.pt (0 = only last.pt)
     keep_last: int = 0  # keep only the newest K step_N.pt files (0 = keep all)
+
+
+@dataclass
+class RangeConfig:
+    """The range of one mutable hyperparameter (the reference's RLParameter)."""
+
+    min: float = MISSING
+    max: float = MISSING
+    shrink_factor: float = 0.8
+    grow_factor: float = 1.2
+
+
+def _default_ranges() -> dict[str, RangeConfig]:
+    # The reference's default ranges for the default hyperparameters, and ent_coef's.
+    return {
+        "lr": RangeConfig(min=1e-5, max=1e-3),
+        "batch_size": RangeConfig(min=16, max=256, shrink_factor=0.75, grow_factor=1.5),
+        "learn_step": RangeConfig(min=512, max=8192, shrink_factor=0.75, grow_factor=1.5),
+        "ent_coef": RangeConfig(min=1e-3, max=0.1),
+    }
+
+
+@dataclass
+class EvolutionConfig:
+    """`hpo=evolution`: a population trained side by side, selected and mutated."""
+
+    population_size: int = 4
+    evo_steps: int = 10_240  # env steps each member trains between evolutions
+    eval_loop: int = 5  # evaluation episodes whose mean return is a member's fitness
+    tournament_size: int = 2
+    elitism: bool = True  # the best member survives unmutated
+    target_score: float | None = None  # stop once every member's recent fitness reaches it
+    no_mut: float = 0.4  # relative probabilities of each kind of mutation
+    arch_mut: float = 0.2
+    new_layer: float = 0.2  # of architecture mutations, the share that adds/removes a layer
+    params_mut: float = 0.2
+    act_mut: float = 0.0
+    rl_hp_mut: float = 0.2
+    mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
+    parallel: bool = False  # train members in separate processes
+    hp_config: dict[str, RangeConfig] = field(default_factory=_default_ranges)
 
 
 @dataclass
@@ -186,9 +232,9 @@ def validate_train(cfg: Any) -> None:
     )
     need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind, "use wandb or none")
     need(
-        cfg.logger.mode in ("offline", "online", "disabled"),
-        "logger.mode",
-        cfg.logger.mode,
+        cfg.logger.wandb.mode in ("offline", "online", "disabled"),
+        "logger.wandb.mode",
+        cfg.logger.wandb.mode,
         "use offline, online or disabled",
     )
     need(cfg.eval_every >= 0, "eval_every", cfg.eval_every, "must be >= 0")

@@ -28,18 +28,19 @@ class RunLogger:
         self.metrics_path = run_dir / "metrics.jsonl"
         self._file = self.metrics_path.open("a", encoding="utf-8")
         self.wandb_run = None
-        if logger_cfg.kind == "wandb" and logger_cfg.mode != "disabled":
-            self.wandb_run = _start_wandb(run_dir, logger_cfg, config, run_id)
+        if logger_cfg.kind == "wandb" and logger_cfg.wandb.mode != "disabled":
+            self.wandb_run = _start_wandb(run_dir, logger_cfg.wandb, config, run_id)
 
     @property
     def wandb_id(self) -> str | None:
         return None if self.wandb_run is None else self.wandb_run.id
 
-    def log(self, row: dict[str, Any]) -> None:
+    def log(self, row: dict[str, Any], to_wandb: bool = True) -> None:
+        """Append ``row`` to metrics.jsonl and, unless ``to_wandb`` is False, to wandb."""
         clean = {k: _json_number(v) for k, v in row.items()}
         self._file.write(json.dumps(clean) + "\n")
         self._file.flush()
-        if self.wandb_run is not None:
+        if self.wandb_run is not None and to_wandb:
             numbers = {k: v for k, v in clean.items() if v is not None}
             self.wandb_run.log(numbers, step=int(row["env_steps"]))
 

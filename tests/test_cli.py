@@ -236,7 +236,7 @@ def test_wandb_online_without_a_login_falls_back_to_offline(tmp_path):
         "train",
         *TINY,
         "algorithm.total_steps=512",
-        "logger.mode=online",
+        "logger.wandb.mode=online",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     result = subprocess.run(
