@@ -57,7 +57,7 @@ INFO_FLAGS = {
 }
 MAX_PREFLIGHT_COMBINATIONS = 256
 # Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
-OPEN_KEYS = ("env.kwargs.", "network.groups.")
+OPEN_KEYS = ("env.kwargs.", "network.groups.", "hpo.hp_config.")
 
 
 class UserError(Exception):
@@ -148,6 +148,8 @@ def resume_checkpoint(path: str) -> tuple[Path, dict[str, Any]]:
         data = load(ckpt)
     except CheckpointError as exc:
         raise UserError(f"resume: {exc}") from None
+    if data.get("kind") == "population":  # hpo=evolution continues at an evolution
+        return ckpt, data
     if data.get("kind") != "run" or "env" not in data.get("trainer", {}):
         raise UserError(f"resume='{path}' is not a resumable `ippo train` checkpoint")
     if not data["trainer"]["env"].get("restorable", False):
@@ -348,7 +350,12 @@ def _train_app(cfg: DictConfig) -> float | None:
             raise
         return _sweep_job_failed(run_dir, _first_line(str(exc)))
     try:
-        trainer = Trainer(cfg, run_dir, resume=data)
+        if cfg.get("hpo") is not None:
+            from ippo_cli.evolution.population import PopulationTrainer
+
+            trainer = PopulationTrainer(cfg, run_dir, resume=data)
+        else:
+            trainer = Trainer(cfg, run_dir, resume=data)
         summary = trainer.run()
     except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError, OSError) as exc:
         # Bad data from an env (a mask of the wrong length, ...) or a crashed env worker:

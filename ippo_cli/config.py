@@ -167,6 +167,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     progress: bool = True
     resume: str | None = None  # a checkpoint or run directory to continue
+    hpo: EvolutionConfig | None = None  # set by hpo=evolution
 
 
 @dataclass
@@ -246,3 +247,7 @@ def validate_train(cfg: Any) -> None:
         cfg.checkpoint.keep_last,
         "must be >= 0 (0 keeps all)",
     )
+    if cfg.get("hpo") is not None:
+        from ippo_cli.evolution.settings import validate_evolution
+
+        validate_evolution(cfg.hpo, need)
