@@ -28,6 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from ippo_cli.config import ConfigError, register_configs, validate_train
 from ippo_cli.files import write_text_atomic
+from ippo_cli.launchers import missing_plugin, share_cores
 from ippo_cli.paths import CONF_DIR
 
 log = logging.getLogger("ippo")
@@ -41,7 +42,7 @@ commands:
 
 `ippo <command> --help` lists config groups and options."""
 
-GROUPS = ("env", "network", "algorithm", "hardware", "logger", "hpo")
+GROUPS = ("env", "network", "algorithm", "hardware", "logger", "hpo", "launcher")
 # Hydra flags that print or inspect instead of running: skip the pre-flight for them.
 INFO_FLAGS = {
     "--help",
@@ -113,10 +114,13 @@ def preflight(command: str, args: list[str]) -> None:
                 raise UserError(str(exc)) from None
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
-    for combo in expand_sweeps(overrides):
+    combos = expand_sweeps(overrides)
+    for combo in combos:
         cfg = compose_config(command, combo)
         if command == "train":
             _check_train(cfg, multirun)
+    if command == "train" and multirun:
+        check_search_space(overrides, combos[0])
 
 
 # What `resume=` may change: how long, where it logs, on what hardware; not the experiment.
@@ -219,6 +223,48 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return combos[:MAX_PREFLIGHT_COMBINATIONS]
 
 
+def check_search_space(overrides: list[str], base: list[str]) -> None:
+    """Every value a sweeper may try (Optuna's ``hydra.sweeper.params`` and command-line
+    intervals) must fit its key: each choice, range value and interval bound is composed."""
+    params = dict(_sweeper_params(base))
+    parser = OverridesParser.create()
+    for o in parser.parse_overrides([a for a in overrides if not a.startswith("hydra")]):
+        if o.is_sweep_override():
+            params[o.get_key_element()] = o.input_line.split("=", 1)[1]
+    plain = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in params]
+    for key, spec in params.items():
+        try:
+            parsed = parser.parse_override(f"{key}={spec}")
+        except HydraException as exc:
+            raise UserError(f"search space '{key}: {spec}': {_first_line(str(exc))}") from None
+        if parsed.is_interval_sweep():
+            sweep = parsed.value()
+            values = [sweep.start, sweep.end]
+        elif parsed.is_sweep_override():
+            values = list(parsed.sweep_string_iterator())
+        else:
+            values = [parsed.get_value_element_as_str()]
+        for value in values:
+            try:
+                compose_config("train", [*plain, f"{key}={value}"])
+            except UserError as exc:
+                raise UserError(f"search space '{key}: {spec}': {exc}") from None
+
+
+def _sweeper_params(overrides: list[str]) -> dict[str, str]:
+    """The sweeper's search space as composed (empty for the basic sweeper)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+            params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+            return {str(k): str(v) for k, v in params.items()}
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(describe_config_error(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def compose_config(command: str, overrides: list[str]) -> DictConfig:
     """Compose the config as Hydra will, turning composition errors into one line."""
     for o in overrides:
@@ -227,6 +273,8 @@ def compose_config(command: str, overrides: list[str]) -> DictConfig:
             known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
             if value not in known:
                 raise UserError(f"unknown {group} '{value}'; known: {', '.join(known)}")
+            if group == "launcher" and missing_plugin(value):
+                raise UserError(missing_plugin(value))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -349,6 +397,10 @@ def _train_app(cfg: DictConfig) -> float | None:
         if not multirun:
             raise
         return _sweep_job_failed(run_dir, _first_line(str(exc)))
+    if multirun:
+        decided = share_cores(cfg, hydra_cfg.launcher)
+        if decided:
+            log.info(decided)
     try:
         if cfg.get("hpo") is not None:
             from ippo_cli.evolution.population import PopulationTrainer

@@ -233,6 +233,28 @@ class HangingEnv(ConstantRewardEnv):
         return super().step(actions)
 
 
+class RendezvousEnv(ConstantRewardEnv):
+    """Its first ``reset`` in a process writes a marker in ``directory`` and waits (up to
+    ``timeout`` s) until ``parties`` processes have done so, then raises if they have not:
+    jobs built on it finish only when that many run at the same time."""
+
+    def __init__(self, directory: str, parties: int = 2, timeout: float = 60.0) -> None:
+        super().__init__()
+        self.directory, self.parties, self.timeout = directory, parties, timeout
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        marker = os.path.join(self.directory, f"pid{os.getpid()}")
+        if not os.path.exists(marker):
+            os.makedirs(self.directory, exist_ok=True)
+            open(marker, "w").close()
+            deadline = time.time() + self.timeout
+            while len(os.listdir(self.directory)) < self.parties:
+                if time.time() > deadline:
+                    raise RuntimeError(f"no other job ran within {self.timeout} s")
+                time.sleep(0.05)
+        return super().reset(seed, options)
+
+
 class DictObsEnv(DyingAgentEnv):
     """``Dict`` observations; ``agent_1`` dies at ``death_step``, ``agent_0`` at ``episode_len``.
 

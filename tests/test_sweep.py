@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from ippo_cli.launchers import job_cores, missing_plugin, share_cores
 from ippo_cli.sweep import build_summary
 from tests.conftest import run_cli
 
@@ -154,3 +155,87 @@ def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
     ]
     assert results["best_value"] == pytest.approx(max(finals))
     assert set(results["best_params"]) >= {"algorithm.lr", "algorithm.learn_step"}
+
+
+# ------------------------------------------------------------------ launchers
+def test_joblib_launcher_runs_two_jobs_at_once_on_a_share_of_the_cores(tmp_path):
+    from tests.conftest import probe_overrides
+
+    sweep = tmp_path / "sweep"
+    meet = tmp_path / "meet"
+    probe = probe_overrides("RendezvousEnv", directory=meet)
+    args = ["train", "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY]
+    result = run_cli([*args, *probe, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    # Each job waited for the other at its first reset: both finished, so both ran at once.
+    assert len(list(meet.iterdir())) == 2
+    summary, rows = _read(sweep)
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    cores = job_cores({"_target_": "x.JoblibLauncher", "n_jobs": 2})
+    for job in "01":
+        assert f"hardware.num_workers={cores}" in (sweep / job / "train.log").read_text()
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", "launcher=submitit_local", "seed=3", *TINY]
+    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=180)
+    assert result.returncode == 0, result.stderr
+    job = json.loads((sweep / "0" / "summary.json").read_text())
+    assert job["status"] == "completed" and job["env_steps"] == 512
+    assert (sweep / ".submitit").is_dir()  # it went through submitit's executor
+    assert (sweep / "summary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("launcher", "n_jobs", "cores", "expected"),
+    [
+        ("x.JoblibLauncher", 2, 2, 1),
+        ("x.JoblibLauncher", -1, 4, 1),
+        ("x.JoblibLauncher", 2, 8, 4),
+        ("x.JoblibLauncher", -2, 8, 1),
+        ("x.JoblibLauncher", 16, 2, 1),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", None, 8, None),
+    ],
+)
+def test_job_cores_share_the_machine(launcher, n_jobs, cores, expected):
+    assert job_cores({"_target_": launcher, "n_jobs": n_jobs}, cores) == expected
+
+
+def test_share_cores_fills_unset_workers_only():
+    from omegaconf import OmegaConf
+
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.x.SlurmLauncher"}
+    cfg = OmegaConf.create({"hardware": {"num_workers": None, "vec_env": "async", "threads": 0}})
+    assert share_cores(cfg, {**slurm, "cpus_per_task": 6})
+    assert (cfg.hardware.num_workers, cfg.hardware.vec_env, cfg.hardware.threads) == (6, "async", 6)
+    one = OmegaConf.create({"hardware": {"num_workers": None, "vec_env": "async", "threads": 1}})
+    share_cores(one, {**slurm, "cpus_per_task": 1})
+    assert (one.hardware.num_workers, one.hardware.vec_env) == (1, "sync")
+    mine = OmegaConf.create({"hardware": {"num_workers": 3, "vec_env": "async", "threads": 1}})
+    assert share_cores(mine, {**slurm, "cpus_per_task": 6}) is None
+    assert mine.hardware.num_workers == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hpo=optuna", "algorithm.batch_size=interval(16.5,64)"], "'algorithm.batch_size"),
+        (["hpo=optuna", "algorithm.lrr=interval(0.1,0.2)"], "unknown key 'algorithm.lrr'"),
+        (["algorithm.batch_size=32,abc"], "'algorithm.batch_size'"),
+    ],
+)
+def test_bad_search_space_refused_before_any_job(tmp_path, args, message):
+    result = run_cli(["train", "-m", *args, *TINY], tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_launcher_without_its_plugin_is_refused(tmp_path):
+    if missing_plugin("ray") is None:
+        pytest.skip("the Ray launcher is installed")
+    result = run_cli(["train", "-m", "launcher=ray", "seed=0,1", *TINY], tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "pip install 'ippo-cli[ray]'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
