@@ -112,23 +112,15 @@ class CheckpointConfig:
     keep_last: int = 0  # keep only the newest K step_N.pt files (0 = keep all)
 
 
-@dataclass
-class RangeConfig:
-    """The range of one mutable hyperparameter (the reference's RLParameter)."""
-
-    min: float = MISSING
-    max: float = MISSING
-    shrink_factor: float = 0.8
-    grow_factor: float = 1.2
-
-
-def _default_ranges() -> dict[str, RangeConfig]:
+def _default_ranges() -> dict[str, dict[str, float]]:
     # The reference's default ranges for the default hyperparameters, and ent_coef's.
+    # Plain dicts (keys min, max, shrink_factor, grow_factor; checked by validate_train),
+    # so that `+hpo.hp_config.gamma.min=...` can add a hyperparameter.
     return {
-        "lr": RangeConfig(min=1e-5, max=1e-3),
-        "batch_size": RangeConfig(min=16, max=256, shrink_factor=0.75, grow_factor=1.5),
-        "learn_step": RangeConfig(min=512, max=8192, shrink_factor=0.75, grow_factor=1.5),
-        "ent_coef": RangeConfig(min=1e-3, max=0.1),
+        "lr": {"min": 1e-5, "max": 1e-3},
+        "batch_size": {"min": 16, "max": 256, "shrink_factor": 0.75, "grow_factor": 1.5},
+        "learn_step": {"min": 512, "max": 8192, "shrink_factor": 0.75, "grow_factor": 1.5},
+        "ent_coef": {"min": 1e-3, "max": 0.1},
     }
 
 
@@ -150,7 +142,7 @@ class EvolutionConfig:
     rl_hp_mut: float = 0.2
     mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
     parallel: bool = False  # train members in separate processes
-    hp_config: dict[str, RangeConfig] = field(default_factory=_default_ranges)
+    hp_config: dict[str, Any] = field(default_factory=_default_ranges)
 
 
 @dataclass

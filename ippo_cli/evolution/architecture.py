@@ -112,12 +112,13 @@ def change_activation(net: nn.Module, name: str) -> None:
 
 def describe(net: nn.Module) -> str:
     """The architecture in brief: ``encoder [64, 64] latent 64 head [64]``."""
-    cfg = net.init_config["net_config"]
-    enc = cfg.get("encoder_config") or {}
-    encoder = enc.get("hidden_size") or enc.get("channel_size")
-    head = (cfg.get("head_config") or {}).get("hidden_size", DEFAULT_HEAD["hidden_size"])
-    text = f"latent {cfg.get('latent_dim', 64)} head {list(head)}"
-    return text if encoder is None else f"encoder {list(encoder)} {text}"
+    head = _config(net, "head")["hidden_size"]
+    text = f"latent {net.init_config['net_config'].get('latent_dim', 64)} head {list(head)}"
+    if isinstance(net.encoder, MLPEncoder):
+        return f"encoder {list(_config(net, 'encoder')['hidden_size'])} {text}"
+    if isinstance(net.encoder, CNNEncoder):
+        return f"channels {list(_config(net, 'encoder')['channel_size'])} {text}"
+    return text
 
 
 # --------------------------------------------------------------- internals

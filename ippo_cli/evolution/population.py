@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ippo_cli import checkpoint
+from ippo_cli import checkpoint, distributed
 from ippo_cli.envs.factory import env_fn
 from ippo_cli.evolution.member import (
     MemberTrainer,
@@ -71,6 +71,7 @@ class PopulationTrainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self.resume = resume
         self.device = resolve_device(cfg.hardware.device)
+        self.dist = distributed.Context()  # one process writes everything (not data-parallel)
         self.hp_config = hp_config_of(cfg.hpo)
         self.tournament = tournament_of(cfg.hpo, cfg.seed)
         self.mutations = mutations_of(cfg.hpo, cfg.seed)

@@ -45,13 +45,17 @@ def print_population(rows: list[dict[str, Any]], generation: int, env_steps: int
             " > ".join(map(str, r["lineage"])),
             str(r["mutation"]),
             f"{r['fitness']:.3f}",
-            *(f"{r[f'hp/{name}']:.3g}" for name in SHOWN_HYPERPARAMETERS),
+            *(_number(r[f"hp/{name}"]) for name in SHOWN_HYPERPARAMETERS),
             r["architecture"],
             style=style,
         )
     console = Console()
     console.width = max(console.width, 140)  # one line per member, also in a narrow log
     console.print(table)
+
+
+def _number(value: float | int) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def plot_population(history: list[dict[str, Any]], out_path: Path, title: str = "") -> Path:

@@ -3,15 +3,16 @@ configure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli.evolution.hyperparameters import MUTABLE_HYPERPARAMETERS, HyperparameterConfig
 from ippo_cli.evolution.mutations import Mutations
 from ippo_cli.evolution.tournament import TournamentSelection
 
+RANGE_FIELDS = {"min", "max", "shrink_factor", "grow_factor"}
 PROBABILITIES = ("no_mut", "arch_mut", "new_layer", "params_mut", "act_mut", "rl_hp_mut")
 # Seeds of the selection and mutation generators, apart from the run's other streams.
 TOURNAMENT_SEED_OFFSET = 2_000_000
@@ -44,18 +45,35 @@ def validate_evolution(h: Any, need: Callable[[bool, str, Any, str], None]) -> N
         need(
             name in MUTABLE_HYPERPARAMETERS,
             key,
-            dict(r),
+            r,
             f"unknown hyperparameter; mutable: {', '.join(MUTABLE_HYPERPARAMETERS)}",
         )
-        need(r.min <= r.max, f"{key}.min", r.min, f"must be <= {key}.max ({r.max})")
+        fields = set(r) if isinstance(r, Mapping | DictConfig) else set()
         need(
-            r.min > 0 or name not in ("lr", "batch_size", "learn_step", "update_epochs"),
+            {"min", "max"} <= fields <= RANGE_FIELDS,
+            key,
+            r,
+            "give {min: ..., max: ...} (optional shrink_factor, grow_factor)",
+        )
+        r = {"shrink_factor": 0.8, "grow_factor": 1.2, **r}
+        for field in RANGE_FIELDS:
+            value = r[field]
+            is_number = isinstance(value, int | float) and not isinstance(value, bool)
+            need(is_number, f"{key}.{field}", value, "must be a number")
+        need(r["min"] <= r["max"], f"{key}.min", r["min"], f"must be <= {key}.max ({r['max']})")
+        need(
+            r["min"] > 0 or name not in ("lr", "batch_size", "learn_step", "update_epochs"),
             f"{key}.min",
-            r.min,
+            r["min"],
             "must be > 0",
         )
-        need(0 < r.shrink_factor <= 1, f"{key}.shrink_factor", r.shrink_factor, "must be in (0, 1]")
-        need(r.grow_factor >= 1, f"{key}.grow_factor", r.grow_factor, "must be >= 1")
+        need(
+            0 < r["shrink_factor"] <= 1,
+            f"{key}.shrink_factor",
+            r["shrink_factor"],
+            "must be in (0, 1]",
+        )
+        need(r["grow_factor"] >= 1, f"{key}.grow_factor", r["grow_factor"], "must be >= 1")
 
 
 def hp_config_of(h: Any) -> HyperparameterConfig:

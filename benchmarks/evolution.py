@@ -1,0 +1,124 @@
+"""Evolution benchmark: `ippo train hpo=evolution` (population 4) against one run with
+the defaults, at equal total env steps on speaker_listener.
+
+The single run is evaluated every 40,960 steps; the population at every evolution
+(its best member's fitness, ``hpo.eval_loop`` episodes). Both end with the same final
+evaluation: 20 deterministic episodes on the training run's evaluation seeds (the single
+run's last policy; the population's elite through `ippo eval`). Results in
+benchmarks/results/evolution.{json,png}.
+
+    python -m benchmarks.evolution [--steps 491520] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FINAL_EPISODES = 20
+POPULATION = ["hpo=evolution", "hpo.population_size=4", "hpo.evo_steps=20480", "hpo.eval_loop=10"]
+
+
+def train(name: str, seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
+    cmd = [
+        sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
+        "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
+        "eval_every=40960", f"eval_episodes={FINAL_EPISODES}", "checkpoint.every=0",
+        f"hydra.run.dir={run_dir}", *extra,
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    run = {
+        "curve": curve,
+        "wall_time_s": round(wall, 1),
+        "env_steps": curve[-1][0],
+        "command": " ".join(cmd[2:]),
+    }
+    if "hpo=evolution" in extra:
+        members = [r for r in rows if "fitness" in r and "member" in r]
+        last = max(r["generation"] for r in members)
+        run["final_population"] = [
+            {k: r[k] for k in ("member", "lineage", "mutation", "fitness", "architecture")}
+            | {k: v for k, v in r.items() if k.startswith("hp/")}
+            for r in members
+            if r["generation"] == last
+        ]
+        run["final_eval"] = evaluate(run_dir / "checkpoints" / "elite.pt", seed)
+    else:
+        run["final_eval"] = curve[-1][1]
+    print(f"{name}: final eval {run['final_eval']:.2f} ({run['wall_time_s']:.0f} s)", flush=True)
+    return run
+
+
+def evaluate(ckpt: Path, seed: int) -> float:
+    """`ippo eval` of a checkpoint on the training runs' evaluation seeds."""
+    from ippo_cli.trainer import EVAL_SEED_OFFSET
+
+    cmd = [sys.executable, "-m", "ippo_cli", "eval", f"ckpt={ckpt}",
+           f"episodes={FINAL_EPISODES}", f"seed={seed + EVAL_SEED_OFFSET}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((ckpt.parent / "eval.json").read_text())["return"]["mean"]
+
+
+def plot(result: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    labels = {
+        "single": "single run, defaults (eval, 20 episodes)",
+        "evolution": "evolution, population 4 (best fitness, 10 episodes)",
+    }
+    for name, run in result["runs"].items():
+        steps, returns = zip(*run["curve"], strict=True)
+        ax.plot(steps, returns, marker=".", label=labels[name])
+    ax.set_xlabel("env steps (summed over the population)")
+    ax.set_ylabel("eval return (sum over agents)")
+    ax.set_title("speaker_listener: evolution vs a single run at equal env steps")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=491_520)  # 6 evolutions of 4 x 20,480
+    parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/evolution"))
+    args = parser.parse_args()
+
+    runs = {
+        "single": train("single", args.seed, args.steps, args.runs_dir / "single", []),
+        "evolution": train(
+            "evolution", args.seed, args.steps, args.runs_dir / "evolution", POPULATION
+        ),
+    }
+    result = {
+        "benchmark": "speaker_listener: hpo=evolution (population 4) vs a single default run",
+        "total_steps": args.steps,
+        "final_eval": {"episodes": FINAL_EPISODES, "deterministic": True},
+        "runs": runs,
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "evolution.json").write_text(json.dumps(result, indent=2))
+    plot(result, RESULTS / "evolution.png")
+
+
+if __name__ == "__main__":
+    main()
