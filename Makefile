@@ -27,8 +27,9 @@ test: install
 lint: install
 	$(BIN)/ruff check ippo_cli tests benchmarks
 
+# every benchmark (hours); `make bench ARGS=speed` for the speed tables alone (minutes)
 bench: install
-	$(BIN)/python -m benchmarks.speaker_listener $(ARGS)
+	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

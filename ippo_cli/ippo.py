@@ -745,13 +745,17 @@ class IPPO:
         actor_params, critic_params = list(actor.parameters()), list(critic.parameters())
         actor_opt, critic_opt = self.actor_optimizers[net_id], self.critic_optimizers[net_id]
         n = batch["obs"].shape[0]
+        # batch_size counts (time, env) rows: a group of A agents sharing this network
+        # learns from batch_size * A of its transitions per minibatch, so adding agents
+        # adds data to each gradient step rather than more steps (as MAPPO does).
+        size = self.batch_size * len(self.members[net_id])
         totals = torch.zeros(len(METRIC_NAMES) - 1, device=self.device)
         updates = 0
         stop = False
         for _ in range(self.update_epochs):
             order = torch.randperm(n, device=self.device)
-            for start in range(0, n, self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for start in range(0, n, size):
+                idx = order[start : start + size]
                 masks = batch["action_masks"][idx] if "action_masks" in batch else None
                 chosen = batch["chosen"][idx].float()
                 dist = actor.distribution(batch["obs"][idx], masks)

@@ -200,6 +200,8 @@ class Trainer:
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, int]] = []
         self._snapshot: dict[str, Any] | None = None
+        # Wall seconds spent in each part of the loop (benchmarks/speed.py reports them).
+        self.timings = dict.fromkeys(("env", "act", "learn", "log", "eval", "checkpoint"), 0.0)
 
     @property
     def steps_per_rollout(self) -> int:
@@ -281,22 +283,28 @@ class Trainer:
                     # Ranks decide to stop together, between rollouts, so none is left
                     # waiting in an all-reduce.
                     obs, infos = self.collect(obs, infos, None if self.dist.parallel else stop)
+                    t1 = time.perf_counter()
                     if self.dist.parallel and distributed.any_rank(stop.requested, self.device):
                         stop.requested = True
                     if stop.requested:
                         break
                     metrics = self.agent.update(self.rollouts)
                     self._check_finite_metrics(metrics)
+                    t2 = time.perf_counter()
                     self.progress.updates += 1
-                    self.progress.wall_time = wall_before + time.perf_counter() - start
+                    self.progress.wall_time = wall_before + t2 - start
                     row = self._row(metrics, self.progress.wall_time, t0)
                     if main:
                         self._maybe_evaluate(row)
+                    t3 = time.perf_counter()
                     self.logger.log(row)
                     self._snapshot = self._boundary_state()
+                    bar.update(self.progress.env_steps, row)
+                    t4 = time.perf_counter()
                     if main:
                         self._maybe_checkpoint()
-                    bar.update(self.progress.env_steps, row)
+                    self._time(learn=t2 - t1, eval=t3 - t2, log=t4 - t3)
+                    self._time(checkpoint=time.perf_counter() - t4)
             final = not stop.requested and self.progress.last_eval_step != self.progress.env_steps
             if main and final:
                 # Marked so that a resumed run can drop it: an uninterrupted run has no
@@ -335,6 +343,10 @@ class Trainer:
             "interrupted": interrupted,
         }
 
+    def _time(self, **seconds: float) -> None:
+        for part, s in seconds.items():
+            self.timings[part] += s
+
     def close(self) -> None:
         self.env.close()
         if self.eval_env is not None:
@@ -354,6 +366,7 @@ class Trainer:
         """
         agent, env = self.agent, self.env
         members = agent.members
+        start, env_time = time.perf_counter(), 0.0
         for t in range(self.num_steps):
             if stop is not None and stop.requested:
                 return obs, infos
@@ -396,7 +409,9 @@ class Trainer:
                 roll.chosen[t] = torch.from_numpy(chosen)
                 for i, a in enumerate(agents):
                     actions[a] = env_action[:, i]
+            t0 = time.perf_counter()
             obs, rewards, terms, truncs, infos = env.step(actions)
+            env_time += time.perf_counter() - t0
             self._store_outcome(t, rewards, terms, truncs, infos)
         for net_id, agents in members.items():
             roll = self.rollouts[net_id]
@@ -405,6 +420,7 @@ class Trainer:
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.steps_per_rollout
         agent.steps[-1] = self.progress.env_steps
+        self._time(env=env_time, act=time.perf_counter() - start - env_time)
         return obs, infos
 
     def _check_finite_obs(self, x: np.ndarray, agents: list[str], t: int) -> None:

@@ -1,0 +1,27 @@
+"""`make bench`: run the benchmarks, each writing benchmarks/results/<name>.json.
+
+python -m benchmarks                    # speed (minutes), then the learning benchmarks (hours)
+python -m benchmarks speed batched_mpe  # only these
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+# Fast first: a speed table within minutes, then the long learning runs.
+ORDER = ["speed", "batched_mpe", "speaker_listener", "evolution"]
+
+
+def main() -> None:
+    chosen = sys.argv[1:] or ORDER
+    unknown = [name for name in chosen if name not in ORDER]
+    if unknown:
+        sys.exit(f"benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(ORDER)}")
+    for name in chosen:
+        print(f"== benchmarks.{name}", flush=True)
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Speed benchmark: how close `ippo train` gets to the speed of its own vector env.
+
+All figures come from one run on one machine, so they can be compared as ratios:
+
+- ceiling: random-action env steps/s of the async and sync vector envs at the training
+  config's num_envs and workers (actions pre-sampled, so only env stepping is timed);
+- training: env steps/s of the trainer at the reference's example config (speaker_listener,
+  continuous actions, 8 envs, learn_step 2048, batch_size 128, 4 epochs), and its ratio
+  to the ceiling of the vector env it uses;
+- breakdown: share of the training loop's wall time in env stepping, action selection,
+  learning and logging;
+- scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128 with 1 and 2 workers;
+- agents: the learner's own time per env step (action selection plus learning, env
+  stepping excluded) on simple_spread with 2, 8 and 32 homogeneous agents;
+- memory: peak RSS of an `ippo train` process at the reference config.
+
+    python -m benchmarks.speed [--quick]
+
+Writes benchmarks/results/speed.json and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REFERENCE_STEPS_PER_SECOND = 600  # the reference library's example loop on this machine
+REFERENCE = [
+    "env=speaker_listener",
+    "env.num_envs=8",
+    "algorithm.learn_step=2048",
+    "algorithm.batch_size=128",
+    "algorithm.update_epochs=4",
+]
+QUIET = ["logger=none", "progress=false", "eval_every=0", "checkpoint.every=0"]
+
+
+def config(overrides: list[str]):
+    from ippo_cli.cli import compose_config
+    from ippo_cli.config import register_configs
+
+    register_configs()
+    return compose_config("train", QUIET + overrides)
+
+
+def ceiling(overrides: list[str], seconds: float = 3.0) -> float:
+    """Random-action env steps/s of the training config's vector env."""
+    from ippo_cli.envs.factory import make_train_env
+    from tests.conftest import sample_batch
+
+    cfg = config(overrides)
+    env = make_train_env(cfg.env, cfg.env.num_envs, cfg.hardware.vec_env, cfg.hardware.num_workers)
+    try:
+        n = cfg.env.num_envs
+        pool = [
+            {a: sample_batch(env.single_action_space(a), n, seed=i) for a in env.possible_agents}
+            for i in range(16)
+        ]
+        env.reset(seed=0)
+        for i in range(20):  # warm up
+            env.step(pool[i % 16])
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            env.step(pool[steps % 16])
+            steps += 1
+        return steps * n / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
+def training(overrides: list[str], rollouts: int = 4) -> dict:
+    """Trainer steps/s over ``rollouts`` rollouts after one warm-up rollout, with the
+    loop's time split into its parts."""
+    from ippo_cli.trainer import Trainer
+
+    cfg = config(overrides)
+    steps_per_rollout = cfg.algorithm.learn_step
+    warm = config(overrides + [f"algorithm.total_steps={steps_per_rollout}"])
+    with TemporaryDirectory() as tmp:
+        Trainer(warm, Path(tmp)).run()  # imports, allocator, worker start-up
+    cfg = config(overrides + [f"algorithm.total_steps={rollouts * steps_per_rollout}"])
+    with TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp))
+        trainer.run()
+    t = trainer.timings
+    loop = t["env"] + t["act"] + t["learn"] + t["log"]
+    steps = trainer.progress.env_steps
+    return {
+        "steps_per_second": steps / loop,
+        "env_steps": steps,
+        "share": {k: t[k] / loop for k in ("env", "act", "learn", "log")},
+        "learner_seconds_per_env_step": (t["act"] + t["learn"]) / steps,
+    }
+
+
+def peak_rss_mb(overrides: list[str], steps: int) -> float:
+    """Peak resident memory of an `ippo train` process (its env workers not included)."""
+    with TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "ippo_cli", "train", *QUIET, *overrides]
+        cmd += [f"algorithm.total_steps={steps}", f"hydra.run.dir={tmp}/run"]
+        code = (
+            "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+            "stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True)
+        out.check_returncode()
+        return int(out.stdout.split()[-1]) / 1024  # Linux reports KiB
+
+
+def table(title: str, header: list[str], rows: list[list]) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in header:
+        t.add_column(h, justify="right")
+    for r in rows:
+        t.add_row(*[f"{v:,.0f}" if isinstance(v, float) and v >= 100 else str(v) for v in r])
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(t)
+    return console.export_text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter measurements")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seconds, rollouts = (1.5, 2) if args.quick else (4.0, 4)
+    result: dict = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
+        "command": "python -m benchmarks.speed" + (" --quick" if args.quick else ""),
+    }
+
+    # Ceiling and training at the reference's example config, measured back to back.
+    ceilings = {
+        kind: ceiling(REFERENCE + [f"hardware.vec_env={kind}"], seconds)
+        for kind in ("async", "sync")
+    }
+    runs = {kind: training(REFERENCE + [f"hardware.vec_env={kind}"], rollouts) for kind in ceilings}
+    result["reference_config"] = {
+        kind: {
+            "ceiling_steps_per_second": ceilings[kind],
+            "training_steps_per_second": runs[kind]["steps_per_second"],
+            "ratio_to_ceiling": runs[kind]["steps_per_second"] / ceilings[kind],
+            "ratio_to_reference_library": runs[kind]["steps_per_second"]
+            / REFERENCE_STEPS_PER_SECOND,
+            "share": runs[kind]["share"],
+        }
+        for kind in ceilings
+    }
+    text = table(
+        "speaker_listener, reference example config (8 envs, learn_step 2048, batch 128)",
+        ["vec env", "ceiling steps/s", "training steps/s", "training/ceiling", "x reference"],
+        [
+            [
+                k,
+                v["ceiling_steps_per_second"],
+                v["training_steps_per_second"],
+                f"{v['ratio_to_ceiling']:.0%}",
+                f"{v['ratio_to_reference_library']:.1f}x",
+            ]
+            for k, v in result["reference_config"].items()
+        ],
+    )
+    text += table(
+        "breakdown of the training loop's wall time",
+        ["vec env", "env stepping", "action selection", "learning", "logging"],
+        [
+            [k, *(f"{v['share'][p]:.0%}" for p in ("env", "act", "learn", "log"))]
+            for k, v in result["reference_config"].items()
+        ],
+    )
+
+    # Scaling over num_envs and workers (learn_step keeps >= 16 steps per env).
+    scaling = []
+    for num_envs in (1, 8, 32, 128):
+        for workers in (1, 2):
+            over = [
+                "env=speaker_listener",
+                f"env.num_envs={num_envs}",
+                f"algorithm.learn_step={max(2048, 16 * num_envs)}",
+                "algorithm.batch_size=128",
+                "hardware.vec_env=async",
+                f"hardware.num_workers={min(workers, num_envs)}",
+            ]
+            scaling.append(
+                {
+                    "num_envs": num_envs,
+                    "workers": workers,
+                    "ceiling": ceiling(over, seconds / 2),
+                    "training": training(over, max(1, rollouts // 2))["steps_per_second"],
+                }
+            )
+    result["scaling"] = scaling
+    text += table(
+        "scaling (async vector env)",
+        ["num_envs", "workers", "ceiling steps/s", "training steps/s", "training/ceiling"],
+        [
+            [
+                s["num_envs"],
+                s["workers"],
+                s["ceiling"],
+                s["training"],
+                f"{s['training'] / s['ceiling']:.0%}",
+            ]
+            for s in scaling
+        ],
+    )
+
+    # Homogeneous agents share one network: the learner's cost per env step should grow
+    # far slower than the number of agents.
+    agents = []
+    for n in (2, 8, 32):
+        over = [
+            "env=simple_spread",
+            f"env.kwargs.N={n}",
+            "env.num_envs=8",
+            "algorithm.learn_step=1024",
+            "algorithm.batch_size=128",
+            "hardware.vec_env=sync",
+        ]
+        run = training(over, max(1, rollouts // 2))
+        agents.append(
+            {"agents": n, "learner_ms_per_env_step": 1000 * run["learner_seconds_per_env_step"]}
+        )
+    base = agents[0]["learner_ms_per_env_step"]
+    for a in agents:
+        a["ratio_to_2_agents"] = a["learner_ms_per_env_step"] / base
+    result["agents"] = agents
+    text += table(
+        "simple_spread: learner time per env step (act + learn, env excluded)",
+        ["agents", "learner ms / env step", "ratio to 2 agents"],
+        [
+            [a["agents"], f"{a['learner_ms_per_env_step']:.3f}", f"{a['ratio_to_2_agents']:.2f}"]
+            for a in agents
+        ],
+    )
+
+    result["peak_rss_mb"] = peak_rss_mb(REFERENCE, 4096 if args.quick else 8192)
+    text += f"peak RSS of `ippo train` at the reference config: {result['peak_rss_mb']:.0f} MB\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "speed.txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
