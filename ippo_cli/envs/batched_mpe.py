@@ -46,9 +46,9 @@ def _obs_space(n: int) -> spaces.Box:
     return spaces.Box(low=-inf, high=+inf, shape=(n,), dtype=np.float32)
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _positive_int(key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"env.kwargs.{name}={value} must be an int >= 1")
+        raise ValueError(f"{key}={value} must be an int >= 1")
     return int(value)
 
 
@@ -89,8 +89,8 @@ class BatchedMPE:
                     f"env.kwargs.{key}={value} is not supported by env.backend=batched "
                     f"(only {self.FIXED_KWARGS[key]})"
                 )
-        self.num_envs = _positive_int("num_envs", num_envs)
-        self.max_cycles = _positive_int("max_cycles", max_cycles)
+        self.num_envs = _positive_int("env.num_envs", num_envs)
+        self.max_cycles = _positive_int("env.kwargs.max_cycles", max_cycles)
         if not isinstance(continuous_actions, bool):
             raise ValueError(f"env.kwargs.continuous_actions={continuous_actions} must be a bool")
         self.continuous_actions = continuous_actions
@@ -221,12 +221,6 @@ class BatchedMPE:
     def close(self) -> None:
         """Mark the env closed (idempotent); it holds no processes or files."""
         self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------- internals
     def _check_open(self) -> None:
@@ -390,7 +384,7 @@ class BatchedSimpleSpread(BatchedMPE):
         continuous_actions: bool = False,
         **mpe2_kwargs: Any,
     ) -> None:
-        n = _positive_int("N", N)
+        n = _positive_int("env.kwargs.N", N)
         if isinstance(local_ratio, bool) or not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"env.kwargs.local_ratio={local_ratio} must be in [0, 1]")
         super().__init__(
