@@ -10,7 +10,8 @@
    first reaches the target -33: batched with FAST and with MID against pettingzoo with the
    defaults, per seed. Each run is stopped (Ctrl-C, which saves last.pt) once it is there.
 4. Each batched FAST run's policy evaluated on mpe2 and on the batched env (deterministic, the
-   same number of episodes): the two means must agree within noise.
+   same number of episodes from independent starts): the two means must agree within noise;
+   and from the same starts (the batched env's, loaded into mpe2): equal returns.
 
 Writes benchmarks/results/batched_mpe.json.
 
@@ -222,8 +223,10 @@ def _first_at_target(metrics: Path) -> dict | None:
     return next((r for r in _rows(metrics) if r.get("eval/return", -np.inf) >= TARGET), None)
 
 
-def eval_parity(ckpt: Path, episodes: int) -> dict:
-    """Deterministic returns of a checkpoint's policy on mpe2 and on the batched env."""
+def eval_parity(ckpt: Path, episodes: int, seed: int, paired: int = 100) -> dict:
+    """Deterministic returns of a checkpoint's policy on mpe2 and on the batched env: over
+    ``episodes`` independent starts on each (means within noise), and over ``paired`` starts
+    drawn by the batched env and loaded into mpe2 (equal returns, episode by episode)."""
     from ippo_cli import checkpoint
     from ippo_cli.envs.batched_mpe import make_batched_env
     from ippo_cli.envs.factory import env_fn
@@ -233,17 +236,20 @@ def eval_parity(ckpt: Path, episodes: int) -> dict:
     data = checkpoint.load(ckpt)
     agent = IPPO.from_dict(data["agent"])
     env_cfg = data["config"]["env"]
+    starts = 1_000_000 * (seed + 1)  # no two policies see the same starts
     mpe2 = env_fn(env_cfg)()
-    on_mpe2 = run_episodes(agent, mpe2, episodes, deterministic=True, seed=0).summed
-    mpe2.close()
+    on_mpe2 = run_episodes(agent, mpe2, episodes, deterministic=True, seed=starts).summed
     batched = make_batched_env(env_cfg["factory"], env_cfg["kwargs"], [], episodes)
     agent.set_training_mode(False)
-    obs, infos = batched.reset(seed=0)
+    obs, infos = batched.reset(seed=starts)
+    first = batched.get_state()["arrays"]
     on_batched = np.zeros(episodes)
     for _ in range(batched.max_cycles):  # every env plays exactly one episode
         actions, *_ = agent.get_action(obs, infos, deterministic=True)
         obs, rewards, _, _, infos = batched.step(actions)
         on_batched += sum(rewards.values())
+    same_start = np.array([_play_mpe2_from(agent, mpe2, first, e) for e in range(paired)])
+    mpe2.close()
     stderr = float(np.sqrt(on_mpe2.var() / episodes + on_batched.var() / episodes))
     diff = float(on_batched.mean() - on_mpe2.mean())
     return {
@@ -255,7 +261,29 @@ def eval_parity(ckpt: Path, episodes: int) -> dict:
         },
         "difference": round(diff, 3),
         "difference_in_standard_errors": round(diff / stderr, 2),
+        "paired_episodes": paired,
+        "paired_max_abs_return_difference": float(np.abs(same_start - on_batched[:paired]).max()),
     }
+
+
+def _play_mpe2_from(agent, env, arrays: dict, e: int) -> float:
+    """One deterministic speaker_listener episode on mpe2 from row ``e`` of a batched state."""
+    env.reset(seed=e)
+    world = env.unwrapped.world
+    for i, entity in enumerate(world.agents):
+        entity.state.p_pos = np.array(arrays["pos"][e][i])
+        entity.state.p_vel = np.array(arrays["vel"][e][i])
+        entity.state.c = np.array(arrays["comm"][e][i])
+    for j, landmark in enumerate(world.landmarks):
+        landmark.state.p_pos = np.array(arrays["landmarks"][e][j])
+    world.agents[0].goal_b = world.landmarks[arrays["goal"][e]]
+    obs = {a: env.unwrapped.observe(a) for a in env.agents}
+    total = 0.0
+    while env.agents:
+        actions, *_ = agent.get_action(obs, deterministic=True)
+        obs, rewards, _, _, _ = env.step(actions)
+        total += sum(rewards.values())
+    return total
 
 
 def main() -> None:
@@ -287,7 +315,7 @@ def main() -> None:
             runs[name] = train_to_target(backend, seed, args.max_steps, run_dir)
             print(seed, name, {k: v for k, v in runs[name].items() if k != "curve"}, flush=True)
         ckpt = args.runs_dir / f"batched_fast_seed{seed}" / "checkpoints" / "last.pt"
-        runs["eval_parity"] = eval_parity(ckpt, args.episodes)
+        runs["eval_parity"] = eval_parity(ckpt, args.episodes, seed)
         print(seed, "eval parity", runs["eval_parity"], flush=True)
         seeds[str(seed)] = runs
 
