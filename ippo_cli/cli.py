@@ -322,6 +322,11 @@ def check_launch(cfg: DictConfig, multirun: bool) -> None:
 
     world = int(os.environ.get("WORLD_SIZE", 1)) if launched_rank() is not None else None
     if cfg.hardware.distributed:
+        if cfg.get("hpo") is not None:
+            raise UserError(
+                "hardware=distributed trains one agent and cannot run hpo=evolution; "
+                "use hpo.parallel=true to train members in parallel"
+            )
         if multirun:
             raise UserError(
                 "hardware=distributed trains one run over several processes and cannot "

@@ -103,6 +103,7 @@ def test_cli_distributed_run_writes_one_run_directory(tmp_path):
         ({}, ["hardware=distributed"], "must be started by torchrun"),
         ({"RANK": "0", "WORLD_SIZE": "2"}, [], "add hardware=distributed"),
         ({"RANK": "0", "WORLD_SIZE": "2"}, ["-m", "hardware=distributed", "seed=0,1"], "-m"),
+        ({"RANK": "0", "WORLD_SIZE": "2"}, ["hardware=distributed", "hpo=evolution"], "hpo"),
     ],
 )
 def test_launch_mismatch_refused_in_one_line(tmp_path, monkeypatch, env, extra, message):
