@@ -58,7 +58,13 @@ INFO_FLAGS = {
 }
 MAX_PREFLIGHT_COMBINATIONS = 256
 # Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
-OPEN_KEYS = ("env.kwargs.", "network.groups.", "hpo.hp_config.")
+OPEN_KEYS = (
+    "env.kwargs.",
+    "network.groups.",
+    "hpo.hp_config.",
+    "algorithm.signalling.",
+    "algorithm.listening.",
+)
 
 
 class UserError(Exception):

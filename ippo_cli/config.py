@@ -79,6 +79,10 @@ class AlgorithmConfig:
     update_epochs: int = 4
     action_batch_size: int | None = None
     total_steps: int = 500_000
+    # Communication biases (ippo_cli/biases.py), opt-in per group id: signalling maps a
+    # speaker group to its weight, listening a listener group to {weight, message}.
+    signalling: dict[str, float] = field(default_factory=dict)
+    listening: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from gymnasium import spaces
 from torch.nn.utils import clip_grad_norm_
 
 from ippo_cli import checkpoint, distributed
+from ippo_cli.biases import CommunicationBiases, validate_biases
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
@@ -56,6 +57,8 @@ HYPERPARAMETERS: dict[str, Any] = {
     "update_epochs": 4,
     "action_batch_size": None,
     "torch_compiler": None,
+    "signalling": None,
+    "listening": None,
 }
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 METRIC_NAMES = (
@@ -117,6 +120,8 @@ class IPPO:
         accelerator: Any = None,
         torch_compiler: str | None = None,
         wrap: bool = True,
+        signalling: Mapping[str, float] | None = None,
+        listening: Mapping[str, Any] | None = None,
     ) -> None:
         self.observation_spaces, self.action_spaces, self.agent_ids = _agent_spaces(
             observation_spaces, action_spaces, agent_ids
@@ -137,6 +142,8 @@ class IPPO:
             update_epochs=update_epochs,
             action_batch_size=action_batch_size,
             torch_compiler=torch_compiler,
+            signalling=copy.deepcopy(signalling),
+            listening=copy.deepcopy(listening),
         )
         validate_hyperparameters(hyper)
         for name, value in hyper.items():
@@ -165,6 +172,9 @@ class IPPO:
                 self.grouped_agents[group] = []
             self.grouped_agents[group].append(agent)
         self._check_group_spaces()
+        first_obs = {g: self.observation_spaces[a[0]] for g, a in self.grouped_agents.items()}
+        validate_biases(signalling, listening, first_obs)
+        self.biases = CommunicationBiases(signalling, listening)
         # Networks are keyed by group when any group has several agents, else by agent.
         self.members = _members(self.agent_ids)
         self.network_of = {a: net for net, agents in self.members.items() for a in agents}
@@ -782,6 +792,9 @@ class IPPO:
                 )
                 entropy = masked_mean(dist.entropy(), chosen)
                 actor_loss = policy_loss - self.ent_coef * entropy
+                actor_loss = actor_loss + self.biases.loss(
+                    group_id_of(net_id), actor, batch["obs"][idx], dist, masks, chosen
+                )
 
                 actor_opt.zero_grad(set_to_none=True)
                 critic_opt.zero_grad(set_to_none=True)

@@ -1,0 +1,203 @@
+"""Biases for emergent communication (Eccles et al. 2019), as auxiliary actor losses.
+
+**Positive signalling** (a speaker group): its messages should depend on what it
+observes, and differ between observations. For a minibatch of observations ``o_i``,
+
+- discrete messages: ``weight * (mean_i H(pi(.|o_i)) - H(mean_i pi(.|o_i)))`` -- low
+  entropy given the observation, high entropy of the batch-average message policy;
+- Gaussian messages: ``weight * (sum_d log_std_d - 0.5 * sum_d log Var_i(mean_i,d))`` --
+  the same with Gaussian entropies, the average message taken as a Gaussian with the
+  variance of the speaker's mean message over the minibatch.
+
+**Positive listening** (a listener group): its policy should change with the message it
+hears. The listener's observation columns ``message = [start, stop)`` are replaced by
+those of another row of the minibatch (a fixed derangement), and the loss is
+``-weight * mean_i TV(pi(.|o_i), pi(.|o_i with o_j's message))``, the total-variation
+distance between the two action distributions (for a diagonal Gaussian with a shared
+std it is ``2 Phi(d / 2) - 1``, ``d`` the Mahalanobis distance of the two means), which
+lies in [0, 1], so the bias cannot grow without bound.
+
+Both are opt-in per group (``IPPO(signalling={"speaker": 0.1}, listening={"listener":
+{"weight": 0.1, "message": [8, 11]}})``); without them :meth:`CommunicationBiases.loss`
+is exactly 0 and nothing else is computed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from numbers import Real
+from typing import Any
+
+import torch
+
+from ippo_cli.networks.distributions import Categorical, DiagGaussian, MultiCategorical
+
+
+def signalling_loss(dist: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Conditional message entropy minus average-message entropy (see the module doc).
+
+    ``weight`` (0/1 per row) leaves rows out, e.g. steps whose action the env chose.
+    """
+    w = _weights(dist, weight)
+    if isinstance(dist, DiagGaussian):
+        mean = dist.mean.reshape(len(w), -1)
+        log_std = dist.log_std.reshape(len(w), -1)
+        centre = _wmean(mean, w)
+        var = _wmean((mean - centre).pow(2), w)
+        return _wmean(log_std.sum(-1), w) - 0.5 * torch.log(var + 1e-8).sum()
+    parts = dist.parts if isinstance(dist, MultiCategorical) else [dist]
+    if not all(isinstance(p, Categorical) for p in parts):
+        raise TypeError(f"signalling needs Discrete, MultiDiscrete or Box messages, not {dist}")
+    total = torch.zeros((), device=w.device)
+    for part in parts:
+        log_p = part.log_p.reshape(len(w), -1)
+        conditional = _wmean(part.entropy().reshape(len(w)), w)
+        average = _wmean(log_p.exp(), w)
+        total = total + conditional - _entropy(average)
+    return total
+
+
+def listening_loss(
+    actor: Any,
+    obs: torch.Tensor,
+    dist: Any,
+    message: tuple[int, int],
+    masks: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Minus the mean total-variation distance between the listener's policy on its own
+    observation and on the same observation with another row's message."""
+    n = obs.shape[0]
+    if n < 2:
+        return torch.zeros((), device=obs.device)
+    start, stop = message
+    other = torch.roll(torch.arange(n, device=obs.device), 1)
+    swapped = obs.clone()
+    swapped[:, start:stop] = obs[other, start:stop]
+    counterfactual = actor.distribution(swapped, masks)
+    tv = total_variation(dist, counterfactual).reshape(n)
+    return -_wmean(tv, _weights(dist, weight) if weight is not None else None)
+
+
+def total_variation(p: Any, q: Any) -> torch.Tensor:
+    """Per-row total-variation distance between two distributions of the same kind
+    (summed over the parts of a MultiDiscrete action, so up to one per part)."""
+    if isinstance(p, DiagGaussian):
+        z = (p.mean - q.mean) * torch.exp(-p.log_std)
+        d = z.pow(2).sum(-1).add(1e-12).sqrt()
+        return torch.erf(d / (2 * math.sqrt(2)))  # 2 Phi(d/2) - 1
+    p_parts = p.parts if isinstance(p, MultiCategorical) else [p]
+    q_parts = q.parts if isinstance(q, MultiCategorical) else [q]
+    if not all(isinstance(x, Categorical) for x in p_parts):
+        raise TypeError(f"listening needs Discrete, MultiDiscrete or Box actions, not {p}")
+    return sum(
+        0.5 * (a.log_p.exp() - b.log_p.exp()).abs().sum(-1)
+        for a, b in zip(p_parts, q_parts, strict=True)
+    )
+
+
+class CommunicationBiases:
+    """The configured biases, keyed by group id; :meth:`loss` adds them to an actor loss."""
+
+    def __init__(
+        self,
+        signalling: Mapping[str, Any] | None,
+        listening: Mapping[str, Any] | None,
+    ) -> None:
+        self.signalling = {g: float(w) for g, w in (signalling or {}).items()}
+        self.listening = {
+            g: (float(v["weight"]), (int(v["message"][0]), int(v["message"][1])))
+            for g, v in (listening or {}).items()
+        }
+
+    def loss(
+        self,
+        group: str,
+        actor: Any,
+        obs: torch.Tensor,
+        dist: Any,
+        masks: torch.Tensor | None,
+        weight: torch.Tensor | None,
+    ) -> torch.Tensor | float:
+        """The bias terms of ``group``'s actor loss for one minibatch (0.0 if none)."""
+        total: torch.Tensor | float = 0.0
+        if self.signalling.get(group, 0.0) > 0:
+            total = total + self.signalling[group] * signalling_loss(dist, weight)
+        if group in self.listening and self.listening[group][0] > 0:
+            scale, message = self.listening[group]
+            total = total + scale * listening_loss(actor, obs, dist, message, masks, weight)
+        return total
+
+
+def validate_biases(signalling: Any, listening: Any, obs_spaces: Mapping[str, Any]) -> None:
+    """Reject bad bias settings with one line naming the value (``obs_spaces``: each
+    group's observation space)."""
+    groups = list(obs_spaces)
+    obs_sizes = {
+        g: s.shape[0] for g, s in obs_spaces.items() if s.shape is not None and len(s.shape) == 1
+    }
+
+    def fail(name: str, value: Any, rule: str) -> None:
+        raise ValueError(f"{name}={value!r} is invalid: {rule}")
+
+    known = f"groups: {', '.join(groups)}"
+    for name, table in (("signalling", signalling), ("listening", listening)):
+        if table is None:
+            continue
+        if not isinstance(table, Mapping):
+            fail(name, table, "must be a mapping of group id to settings")
+        for group in table:
+            if group not in groups:
+                fail(f"{name}.{group}", table[group], f"unknown group '{group}'; {known}")
+    for group, w in (signalling or {}).items():
+        if not _is_real(w) or w < 0:
+            fail(f"signalling.{group}", w, "must be a number >= 0")
+    for group, v in (listening or {}).items():
+        if not isinstance(v, Mapping) or set(v) != {"weight", "message"}:
+            fail(f"listening.{group}", v, "must be {weight: W, message: [start, stop]}")
+        w, m = v["weight"], v["message"]
+        if not _is_real(w) or w < 0:
+            fail(f"listening.{group}.weight", w, "must be a number >= 0")
+        size = obs_sizes.get(group)
+        ok = (
+            isinstance(m, list | tuple)
+            and len(m) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in m)
+            and 0 <= m[0] < m[1]
+            and (size is None or m[1] <= size)
+        )
+        if not ok:
+            bound = "" if size is None else f" <= {size} (the observation size)"
+            fail(
+                f"listening.{group}.message",
+                m,
+                f"must be [start, stop] with 0 <= start < stop{bound}",
+            )
+
+
+def _weights(dist: Any, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is not None:
+        return weight.reshape(-1).float()
+    first = dist.mean if isinstance(dist, DiagGaussian) else _first_log_p(dist)
+    return torch.ones(first.shape[0], device=first.device)
+
+
+def _first_log_p(dist: Any) -> torch.Tensor:
+    return dist.parts[0].log_p if isinstance(dist, MultiCategorical) else dist.log_p
+
+
+def _wmean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """Mean over the first axis, rows weighted by ``w`` (all rows without one)."""
+    if w is None:
+        return x.mean(0)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return (x * w.reshape(shape)).sum(0) / w.sum().clamp(min=1.0)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -torch.where(p > 0, p * torch.log(p.clamp(min=1e-30)), torch.zeros_like(p)).sum(-1)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
