@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -188,14 +189,20 @@ def train_to_target(backend: list[str], seed: int, max_steps: int, run_dir: Path
         f"hydra.run.dir={run_dir}",
         *backend,
     ]
+    shutil.rmtree(run_dir, ignore_errors=True)  # a reused run directory appends metrics
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics, hit = run_dir / "metrics.jsonl", None
-    while proc.poll() is None and hit is None:
-        time.sleep(0.5)
-        hit = _first_at_target(metrics)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    try:
+        while proc.poll() is None and hit is None:
+            time.sleep(0.5)
+            hit = _first_at_target(metrics)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     if proc.returncode not in (0, 130):
         raise RuntimeError(f"{' '.join(cmd)} failed: {err.strip().splitlines()[-1:]}")
     rows = _rows(metrics)
