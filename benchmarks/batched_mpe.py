@@ -52,7 +52,7 @@ MID = [
 CONFIGS = {
     "batched_fast": ["env.backend=batched", *FAST],
     "batched_mid": ["env.backend=batched", *MID],
-    "pettingzoo_defaults": [],
+    "pettingzoo_defaults": ["env.backend=pettingzoo", "env.num_envs=8"],
 }
 NUM_ENVS = (1, 64, 1024, 8192)
 SPEAKER_LISTENER = ("mpe2.simple_speaker_listener_v4.parallel_env", {"continuous_actions": True})
@@ -128,6 +128,7 @@ def training_breakdown(overrides: list[str], steps: int) -> dict:
         "train",
         [
             "env=speaker_listener",
+            "algorithm=ippo",  # the reference's defaults, not speaker_listener's tuned ones
             "env.backend=batched",
             "logger=none",
             "progress=false",
@@ -180,6 +181,7 @@ def train_to_target(backend: list[str], seed: int, max_steps: int, run_dir: Path
         "ippo_cli",
         "train",
         "env=speaker_listener",
+        "algorithm=ippo",  # the reference's defaults, not speaker_listener's tuned ones
         "logger=none",
         "progress=false",
         f"seed={seed}",

@@ -29,6 +29,7 @@ POPULATION = ["hpo=evolution", "hpo.population_size=4", "hpo.evo_steps=20480", "
 def train(name: str, seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     cmd = [
         sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
+        "algorithm=ippo", "env.backend=pettingzoo", "env.num_envs=8",  # reference defaults
         "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
         "eval_every=40960", f"eval_episodes={FINAL_EPISODES}", "checkpoint.every=0",
         f"hydra.run.dir={run_dir}", *extra,

@@ -1,4 +1,5 @@
-"""Learning benchmark: `ippo train env=speaker_listener` with defaults, several seeds.
+"""Learning benchmark: `ippo train env=speaker_listener` with the reference's defaults
+(`algorithm=ippo`, 8 mpe2 envs; benchmarks.learning runs the tuned defaults), several seeds.
 
 Records the deterministic evaluation return (summed over both agents, 25-step episodes)
 against env steps for each seed, the wall time, and a uniformly random policy's return
@@ -29,6 +30,7 @@ EVAL_EPISODES = 20
 def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     cmd = [
         sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
+        "algorithm=ippo", "env.backend=pettingzoo", "env.num_envs=8",  # reference defaults
         "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
         f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0",
         f"hydra.run.dir={run_dir}", *extra,

@@ -11,6 +11,7 @@ from tests.conftest import run_cli, training_process
 
 BASE = [
     "env=speaker_listener",
+    "env.backend=pettingzoo",  # worker processes replaying actions (batched: test_batched_mpe)
     "env.num_envs=4",
     "hardware.num_workers=2",
     "logger=none",
