@@ -90,7 +90,7 @@ class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 1  # torch threads; 0 = torch's default
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
-    vec_env: str = "async"  # async | sync
+    vec_env: str = "async"  # async | sync | auto (async when 2+ cores and envs)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
     distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
 
@@ -213,7 +213,12 @@ def validate_train(cfg: Any) -> None:
 
         problem = batched_support(e.factory, e.kwargs, e.wrappers)
         need(problem is None, "env.backend", e.backend, str(problem))
-    need(h.vec_env in ("async", "sync"), "hardware.vec_env", h.vec_env, "use async or sync")
+    need(
+        h.vec_env in ("async", "sync", "auto"),
+        "hardware.vec_env",
+        h.vec_env,
+        "use async, sync or auto",
+    )
     need(
         h.num_workers is None or h.num_workers >= 1,
         "hardware.num_workers",

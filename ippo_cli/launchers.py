@@ -63,7 +63,7 @@ def share_cores(cfg: Any, launcher: Any) -> str | None:
     if cores is None or hardware.num_workers is not None:
         return None
     hardware.num_workers = cores
-    if cores == 1 and hardware.vec_env == "async":
+    if cores == 1 and hardware.vec_env in ("async", "auto"):
         hardware.vec_env = "sync"  # one worker process would only add IPC
     if hardware.threads == 0:
         hardware.threads = cores

@@ -729,3 +729,17 @@ def test_autoreset_seeds_differ_per_episode_and_match_sync_async():
             np.testing.assert_array_equal(episode_starts[e], ref["agent_0"])
     firsts = runs[0][:, 0]  # env 0: every episode starts differently
     assert len({row.tobytes() for row in firsts}) == len(firsts) == 4
+
+
+def test_auto_vec_env_uses_workers_only_when_they_can_run_side_by_side(monkeypatch):
+    from ippo_cli import launchers
+    from ippo_cli.envs.factory import vec_env_kind
+
+    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    assert vec_env_kind("auto", num_envs=8, num_workers=None) == "async"
+    assert vec_env_kind("auto", num_envs=1, num_workers=None) == "sync"
+    assert vec_env_kind("auto", num_envs=8, num_workers=1) == "sync"
+    assert vec_env_kind("sync", num_envs=8, num_workers=None) == "sync"
+    monkeypatch.setattr(launchers, "available_cores", lambda: 1)
+    assert vec_env_kind("auto", num_envs=8, num_workers=None) == "sync"
+    assert vec_env_kind("async", num_envs=8, num_workers=None) == "async"

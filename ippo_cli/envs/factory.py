@@ -75,7 +75,19 @@ def make_train_env(
         )
     check = env_fn(env_cfg)()
     check.close()
+    kind = vec_env_kind(kind, num_envs, num_workers)
     return make_vec_env([env_fn(env_cfg)] * num_envs, kind=kind, num_workers=num_workers)
+
+
+def vec_env_kind(kind: str, num_envs: int, num_workers: int | None) -> str:
+    """``auto``: worker processes (async) when they can run side by side, that is with two
+    or more cores, envs and allowed workers; else every env in this process (sync)."""
+    if kind != "auto":
+        return kind
+    from ippo_cli.launchers import available_cores
+
+    parallel = min(available_cores(), num_envs, num_workers or num_envs)
+    return "async" if parallel >= 2 else "sync"
 
 
 def _plain(value: Any) -> Any:
