@@ -6,9 +6,10 @@ env steps, the first env step at which it reaches -25 and -20, the final return 
 wall time, in benchmarks/results/learning.{json,png}.
 
     python -m benchmarks.learning [--configs speaker_listener speaker_listener_discrete]
-        [--seeds 0 1 2] [--jobs 2] [--steps N] [-- extra ippo train overrides]
+        [--seeds 0 1 2] [--jobs 2] [--steps N] [--reuse] [-- extra ippo train overrides]
 
-``--steps`` overrides the config's own `algorithm.total_steps` (the shipped budget).
+``--steps`` overrides the config's own `algorithm.total_steps` (the shipped budget);
+``--reuse`` summarises runs already finished in ``--runs-dir`` instead of repeating them.
 """
 
 from __future__ import annotations
@@ -44,8 +45,18 @@ def first_at(curve: list[list[float]], threshold: float) -> int | None:
     return next((int(s) for s, r in curve if r >= threshold), None)
 
 
-def train(name: str, seed: int, runs_dir: Path, steps: int | None, extra: list[str]) -> dict:
+def train(
+    name: str, seed: int, runs_dir: Path, steps: int | None, extra: list[str], reuse: bool
+) -> dict:
     run_dir = runs_dir / f"{name}_seed{seed}"
+    if reuse and (run_dir / "summary.json").is_file():
+        done = json.loads((run_dir / "summary.json").read_text())
+        overrides = (run_dir / ".hydra" / "overrides.yaml").read_text().split("\n- ")[1:]
+        return {
+            **summarise(run_dir),
+            "wall_time_s": round(done["wall_time"], 1),
+            "command": "ippo_cli train " + " ".join(o.strip() for o in overrides),
+        }
     cmd = [
         sys.executable, "-m", "ippo_cli", "train", *CONFIGS[name], "logger=none",
         "progress=false", f"seed={seed}", f"eval_every={EVAL_EVERY}",
@@ -129,6 +140,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once")
     parser.add_argument("--steps", type=int, default=None, help="override total_steps")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/learning"))
+    parser.add_argument(
+        "--reuse", action="store_true", help="summarise finished runs found in --runs-dir"
+    )
     parser.add_argument("extra", nargs="*", help="extra `ippo train` overrides")
     args = parser.parse_args()
     unknown = [c for c in args.configs if c not in CONFIGS]
@@ -138,7 +152,8 @@ def main() -> None:
     jobs = [(name, seed) for name in args.configs for seed in args.seeds]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            job: pool.submit(train, *job, args.runs_dir, args.steps, args.extra) for job in jobs
+            job: pool.submit(train, *job, args.runs_dir, args.steps, args.extra, args.reuse)
+            for job in jobs
         }
         runs = {job: f.result() for job, f in futures.items()}
     result = {
