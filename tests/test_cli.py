@@ -318,7 +318,9 @@ def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
         "progress=false",
         "algorithm.total_steps=10000000",
         "algorithm.learn_step=256",
+        "env.backend=pettingzoo",  # mpe2 in worker processes (the batched env has none)
         "env.num_envs=4",
+        "hardware.vec_env=async",
         "hardware.num_workers=2",
         f"hydra.run.dir={run}",
     ]
