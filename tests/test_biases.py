@@ -196,3 +196,16 @@ def test_cli_refuses_bad_bias_settings_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_speaker_listener_composes_its_tuned_settings_and_they_can_be_overridden():
+    from tests.conftest import train_config
+
+    tuned = train_config(["env=speaker_listener"])
+    assert tuned.algorithm.signalling == {"speaker": 0.1} and tuned.env.backend == "batched"
+    assert (tuned.algorithm.lr, tuned.algorithm.batch_size, tuned.env.num_envs) == (7e-4, 512, 32)
+    assert train_config(["env=speaker_listener", "algorithm.lr=3e-4"]).algorithm.lr == 3e-4
+    reference = train_config(["env=speaker_listener", "algorithm=ippo"]).algorithm
+    assert (reference.lr, reference.signalling, reference.ent_coef) == (1e-4, {}, 0.01)
+    other = train_config(["env=simple_spread"]).algorithm
+    assert (other.lr, other.signalling, other.update_epochs) == (1e-4, {}, 4)
