@@ -113,14 +113,15 @@ def plot(result: dict, out: Path) -> None:
 
 def table(result: dict) -> str:
     lines = [
-        "| config | seed | steps to -25 | steps to -20 | final | wall time |",
+        "| config | seed | steps to -25 | steps to -20 | final (at steps) | wall time |",
         "|---|---|---|---|---|---|",
     ]
     for name, seeds in result["configs"].items():
         for seed, run in seeds.items():
             to = [f"{run[k] // 1000}k" if run[k] is not None else "-" for k in THRESHOLD_KEYS]
             lines.append(
-                f"| {name} | {seed} | {to[0]} | {to[1]} | {run['final']:.2f} | "
+                f"| {name} | {seed} | {to[0]} | {to[1]} | "
+                f"{run['final']:.2f} ({run['env_steps'] / 1e6:.2f}M) | "
                 f"{run['wall_time_s']:.0f} s |"
             )
         finals = [run["final"] for run in seeds.values()]
