@@ -80,7 +80,7 @@ def summarise(run_dir: Path) -> dict:
         "best": max(r for _, r in curve),
         **{f"steps_to_{int(-t)}": first_at(curve, t) for t in THRESHOLDS},
         "env_steps": steps,
-        "steps_per_second": round(steps / rows[-1]["wall_time"], 1),
+        "steps_per_second": round(steps / max(r.get("wall_time", 0) for r in rows), 1),
     }
 
 

@@ -5,9 +5,14 @@ observes, and differ between observations. For a minibatch of observations ``o_i
 
 - discrete messages: ``weight * (mean_i H(pi(.|o_i)) - H(mean_i pi(.|o_i)))`` -- low
   entropy given the observation, high entropy of the batch-average message policy;
-- Gaussian messages: ``weight * (sum_d log_std_d - 0.5 * sum_d log Var_i(mean_i,d))`` --
-  the same with Gaussian entropies, the average message taken as a Gaussian with the
-  variance of the speaker's mean message over the minibatch.
+- Gaussian messages: ``weight * (sum_d log_std_d - 0.5 * log det Cov_i(clip(mean_i)))``
+  -- the same with Gaussian entropies, the average message taken as a Gaussian with the
+  covariance of the speaker's mean message over the minibatch, clipped to the action
+  bounds as the env clips it. With uncorrelated dimensions the log det is the sum of the
+  log-variances (issue 9's form); unclipped and per dimension, the term is maximised by
+  pushing the means ever further out of bounds, where several goals share one clipped
+  message (and every dimension may split the goals the same way), which the clipping
+  and the full covariance rule out.
 
 **Positive listening** (a listener group): its policy should change with the message it
 hears. The listener's observation columns ``message = [start, stop)`` are replaced by
@@ -33,19 +38,30 @@ import torch
 
 from ippo_cli.networks.distributions import Categorical, DiagGaussian, MultiCategorical
 
+# Keeps log det finite when the mean messages do not (yet) vary along some direction.
+_COV_RIDGE = 1e-4
 
-def signalling_loss(dist: Any, weight: torch.Tensor | None = None) -> torch.Tensor:
+
+def signalling_loss(
+    dist: Any, weight: torch.Tensor | None = None, bounds: Any = None
+) -> torch.Tensor:
     """Conditional message entropy minus average-message entropy (see the module doc).
 
     ``weight`` (0/1 per row) leaves rows out, e.g. steps whose action the env chose.
+    ``bounds`` (low, high) of a Box message: the mean message is clipped to them, as the
+    env clips what it hears, before its spread is measured.
     """
     w = _weights(dist, weight)
     if isinstance(dist, DiagGaussian):
         mean = dist.mean.reshape(len(w), -1)
         log_std = dist.log_std.reshape(len(w), -1)
-        centre = _wmean(mean, w)
-        var = _wmean((mean - centre).pow(2), w)
-        return _wmean(log_std.sum(-1), w) - 0.5 * torch.log(var + 1e-8).sum()
+        if bounds is not None:
+            low, high = (torch.as_tensor(b, dtype=mean.dtype, device=mean.device) for b in bounds)
+            mean = torch.maximum(torch.minimum(mean, high.reshape(-1)), low.reshape(-1))
+        dev = mean - _wmean(mean, w)
+        cov = (dev * w[:, None]).T @ dev / w.sum().clamp(min=1.0)
+        cov = cov + _COV_RIDGE * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return _wmean(log_std.sum(-1), w) - 0.5 * torch.logdet(cov)
     parts = dist.parts if isinstance(dist, MultiCategorical) else [dist]
     if not all(isinstance(p, Categorical) for p in parts):
         raise TypeError(f"signalling needs Discrete, MultiDiscrete or Box messages, not {dist}")
@@ -104,7 +120,14 @@ class CommunicationBiases:
         self,
         signalling: Mapping[str, Any] | None,
         listening: Mapping[str, Any] | None,
+        action_spaces: Mapping[str, Any] | None = None,
     ) -> None:
+        # Box bounds of each group's actions, so that signalling measures heard messages.
+        self.bounds = {
+            g: (s.low, s.high)
+            for g, s in (action_spaces or {}).items()
+            if getattr(s, "low", None) is not None and getattr(s, "high", None) is not None
+        }
         self.signalling = {g: float(w) for g, w in (signalling or {}).items()}
         self.listening = {
             g: (float(v["weight"]), (int(v["message"][0]), int(v["message"][1])))
@@ -123,7 +146,8 @@ class CommunicationBiases:
         """The bias terms of ``group``'s actor loss for one minibatch (0.0 if none)."""
         total: torch.Tensor | float = 0.0
         if self.signalling.get(group, 0.0) > 0:
-            total = total + self.signalling[group] * signalling_loss(dist, weight)
+            bounds = self.bounds.get(group)
+            total = total + self.signalling[group] * signalling_loss(dist, weight, bounds)
         if group in self.listening and self.listening[group][0] > 0:
             scale, message = self.listening[group]
             total = total + scale * listening_loss(actor, obs, dist, message, masks, weight)

@@ -174,7 +174,8 @@ class IPPO:
         self._check_group_spaces()
         first_obs = {g: self.observation_spaces[a[0]] for g, a in self.grouped_agents.items()}
         validate_biases(signalling, listening, first_obs)
-        self.biases = CommunicationBiases(signalling, listening)
+        first_act = {g: self.action_spaces[a[0]] for g, a in self.grouped_agents.items()}
+        self.biases = CommunicationBiases(signalling, listening, first_act)
         # Networks are keyed by group when any group has several agents, else by agent.
         self.members = _members(self.agent_ids)
         self.network_of = {a: net for net, agents in self.members.items() for a in agents}

@@ -31,13 +31,29 @@ def test_discrete_signalling_is_conditional_minus_average_message_entropy():
     assert signalling_loss(dist, weight).item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_gaussian_signalling_is_log_std_minus_half_log_variance_of_the_mean_message():
-    mean = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
+def test_gaussian_signalling_is_log_std_minus_half_log_det_of_the_mean_message_covariance():
     log_std = torch.tensor([math.log(0.5), math.log(2.0)])
-    dist = DiagGaussian(mean, log_std)
-    # sum log_std = 0; variances of the means over the batch are 1 and 4
+    # uncorrelated dimensions with variances 1 and 4: the sum of the log-variances
+    mean = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 4.0], [2.0, 4.0]])
     expected = 0.0 - 0.5 * (math.log(1.0) + math.log(4.0))
-    assert signalling_loss(dist).item() == pytest.approx(expected, abs=1e-6)
+    assert signalling_loss(DiagGaussian(mean, log_std)).item() == pytest.approx(expected, abs=1e-3)
+    # dimensions that split the messages the same way count once: log det, not per dimension
+    mean = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.1]])
+    cov = np.cov(mean.numpy().T, bias=True) + 1e-4 * np.eye(2)
+    expected = -0.5 * math.log(np.linalg.det(cov))
+    assert signalling_loss(DiagGaussian(mean, log_std)).item() == pytest.approx(expected, rel=1e-3)
+
+
+def test_gaussian_signalling_measures_the_clipped_message():
+    log_std = torch.zeros(1)
+    inside = DiagGaussian(torch.tensor([[0.0], [1.0]]), log_std)
+    beyond = DiagGaussian(torch.tensor([[-50.0], [60.0]], requires_grad=True), log_std)
+    bounds = (np.zeros(1), np.ones(1))
+    assert signalling_loss(beyond, bounds=bounds).item() == pytest.approx(
+        signalling_loss(inside, bounds=bounds).item()
+    )
+    signalling_loss(beyond, bounds=bounds).backward()
+    assert beyond.mean.grad is None or not beyond.mean.grad.any()  # no push further out
 
 
 def test_discrete_signalling_gradient_sharpens_messages_and_spreads_their_average():
