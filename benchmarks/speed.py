@@ -196,6 +196,8 @@ def main() -> None:
         for workers in (1, 2):
             over = [
                 "env=speaker_listener",
+                "algorithm=ippo",
+                "env.backend=pettingzoo",  # the mpe2 env in the async vector env
                 f"env.num_envs={num_envs}",
                 f"algorithm.learn_step={max(2048, 16 * num_envs)}",
                 "algorithm.batch_size=128",
