@@ -259,20 +259,15 @@ def check_search_space(overrides: list[str], base: list[str]) -> None:
 
 def _sweeper_params(overrides: list[str]) -> dict[str, str]:
     """The sweeper's search space as composed (empty for the basic sweeper)."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-            params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-            return {str(k): str(v) for k, v in params.items()}
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(describe_config_error(exc)) from None
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config("train", overrides, with_hydra=True)
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return {str(k): str(v) for k, v in params.items()}
 
 
-def compose_config(command: str, overrides: list[str]) -> DictConfig:
-    """Compose the config as Hydra will, turning composition errors into one line."""
+def compose_config(command: str, overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose the config as Hydra will, turning composition errors into one line.
+    ``with_hydra`` also returns the ``hydra`` node (left unresolved: its run-time
+    interpolations only resolve inside a run)."""
     for o in overrides:
         group, _, value = o.lstrip("+~").partition("=")
         if group in GROUPS and value:
@@ -284,8 +279,9 @@ def compose_config(command: str, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=overrides)
-            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+            cfg = compose(config_name=command, overrides=overrides, return_hydra_config=with_hydra)
+            if not with_hydra:
+                OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
             return cfg
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(describe_config_error(exc)) from None

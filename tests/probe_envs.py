@@ -86,6 +86,15 @@ class _ProbeEnv(ParallelEnv):
         return obs, rewards, terms, truncs, infos
 
 
+def _discrete_or_box(action_space: str) -> spaces.Space:
+    """``"discrete"``: Discrete(3); ``"box"``: a Box(1,) in [-1, 1]."""
+    if action_space == "discrete":
+        return spaces.Discrete(3)
+    if action_space == "box":
+        return _box(1)
+    raise ValueError(f"unknown action_space {action_space!r}")
+
+
 def _box(n: int) -> spaces.Box:
     return spaces.Box(-1.0, 1.0, (n,), np.float32)
 
@@ -109,14 +118,8 @@ class ActionRewardEnv(_ProbeEnv):
     def __init__(
         self, action_space: str = "discrete", n_agents: int = 1, episode_len: int = 1
     ) -> None:
-        if action_space == "discrete":
-            act: spaces.Space = spaces.Discrete(3)
-        elif action_space == "box":
-            act = _box(1)
-        else:
-            raise ValueError(f"unknown action_space {action_space!r}")
         agents = [f"agent_{i}" for i in range(n_agents)]
-        super().__init__(agents, _box(2), act, episode_len=episode_len)
+        super().__init__(agents, _box(2), _discrete_or_box(action_space), episode_len=episode_len)
 
     def _reward(self, agent: str, action: Any) -> float:
         if isinstance(self._act_space, spaces.Discrete):
@@ -496,13 +499,7 @@ class EnvDefinedActionEnv(_ProbeEnv):
     counts: dict[str, int] = {"imposed": 0, "free": 0}
 
     def __init__(self, action_space: str = "discrete", noise: float = 0.0) -> None:
-        if action_space == "discrete":
-            act: spaces.Space = spaces.Discrete(3)
-        elif action_space == "box":
-            act = _box(1)
-        else:
-            raise ValueError(f"unknown action_space {action_space!r}")
-        super().__init__(("agent_0",), _box(2), act)
+        super().__init__(("agent_0",), _box(2), _discrete_or_box(action_space))
         self.imposed = self.IMPOSED[action_space]
         self.noise = noise
         self.steps = 0  # survives resets
