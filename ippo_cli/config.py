@@ -89,6 +89,7 @@ class AlgorithmConfig:
 class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 1  # torch threads; 0 = torch's default
+    learn_threads: int | None = None  # torch threads while learning; null = auto (trainer.py)
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync | auto (async when 2+ cores and envs)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
@@ -226,6 +227,12 @@ def validate_train(cfg: Any) -> None:
         "must be null or >= 1",
     )
     need(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0")
+    need(
+        h.learn_threads is None or h.learn_threads >= 1,
+        "hardware.learn_threads",
+        h.learn_threads,
+        "must be null or >= 1",
+    )
     need(
         h.torch_compile in (None, "default", "reduce-overhead", "max-autotune"),
         "hardware.torch_compile",

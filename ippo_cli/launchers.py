@@ -67,7 +67,10 @@ def share_cores(cfg: Any, launcher: Any) -> str | None:
         hardware.vec_env = "sync"  # one worker process would only add IPC
     if hardware.threads == 0:
         hardware.threads = cores
+    if hardware.learn_threads is None:
+        hardware.learn_threads = cores
     return (
         f"sweep job: {cores} core(s): hardware.num_workers={cores}, "
-        f"vec_env={hardware.vec_env}, threads={hardware.threads}"
+        f"vec_env={hardware.vec_env}, threads={hardware.threads}, "
+        f"learn_threads={hardware.learn_threads}"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import signal
 import sys
@@ -20,13 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.envs.factory import env_fn, make_train_env
-from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
+from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
-from ippo_cli.rollout import GroupRollout
 
 log = logging.getLogger("ippo")
 
@@ -67,6 +67,25 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     return {
         g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
     }
+
+
+LARGE_MINIBATCH_ROWS = 2048  # from here on, more torch threads pay for themselves
+
+
+def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
+    """Torch threads for learning when hardware.learn_threads is null.
+
+    One while every minibatch is small: then a step is dozens of tiny operations, and
+    threads add synchronisation (and, when another process wants the cores, spinning
+    that can slow training many times over). Once a group's minibatch reaches
+    ``LARGE_MINIBATCH_ROWS`` rows (many grouped agents), every core this process may use,
+    shared among the data-parallel ranks on this machine.
+    """
+    rows = agent.batch_size * max(len(agents) for agents in agent.members.values())
+    if rows < LARGE_MINIBATCH_ROWS:
+        return 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist.parallel else 1
+    return max(1, available_cores() // local_ranks)
 
 
 def build_agent(cfg: DictConfig, observation_spaces, action_spaces, agent_ids, device) -> IPPO:
@@ -169,6 +188,8 @@ class Trainer:
         self.seed = cfg.seed + RANK_SEED_OFFSET * self.dist.rank
         if cfg.hardware.threads > 0:
             torch.set_num_threads(cfg.hardware.threads)
+        self.act_threads = torch.get_num_threads()
+        self.learn_threads = cfg.hardware.learn_threads
         seed_everything(cfg.seed)
         self.num_envs = cfg.env.num_envs
         self.env = make_train_env(
@@ -199,6 +220,7 @@ class Trainer:
         self._ep_return = np.zeros((self.num_envs, len(agents)))
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._finished: list[tuple[np.ndarray, int]] = []
+        self._allocate_step_buffers()
         self._snapshot: dict[str, Any] | None = None
         # Wall seconds spent in each part of the loop (benchmarks/speed.py reports them).
         self.timings = dict.fromkeys(("env", "act", "learn", "log", "eval", "checkpoint"), 0.0)
@@ -214,6 +236,7 @@ class Trainer:
         self.agent = agent
         self.num_steps = -(-agent.learn_step // self.num_envs)  # ceil
         self.rollouts = agent.allocate_rollouts(self.num_steps, self.num_envs)
+        self._allocate_step_buffers()
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
         self._finished.clear()
@@ -288,7 +311,7 @@ class Trainer:
                         stop.requested = True
                     if stop.requested:
                         break
-                    metrics = self.agent.update(self.rollouts)
+                    metrics = self.learn()
                     self._check_finite_metrics(metrics)
                     t2 = time.perf_counter()
                     self.progress.updates += 1
@@ -357,10 +380,40 @@ class Trainer:
         if self.dist.parallel:
             distributed.shutdown()
 
+    def learn(self) -> dict[str, dict[str, float]]:
+        """One update from the collected rollout, on ``hardware.learn_threads`` torch
+        threads: the envs wait meanwhile, so their cores are free for matrix products."""
+        threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
+        if threads == self.act_threads:
+            return self.agent.update(self.rollouts)
+        torch.set_num_threads(threads)
+        try:
+            return self.agent.update(self.rollouts)
+        finally:
+            torch.set_num_threads(self.act_threads)
+
     # -------------------------------------------------------------- collect
+    def _allocate_step_buffers(self) -> None:
+        """Per-step outcomes of every agent, (T, env, agent) in ``agent_ids`` order, kept
+        in numpy during a rollout and copied into each group's storage once at its end."""
+        shape = (self.num_steps, self.num_envs, len(self.agent_ids))
+        self._rewards = np.zeros(shape, dtype=np.float32)
+        self._ends = np.zeros(shape, dtype=np.float32)
+        self._bootstrap = np.zeros(shape, dtype=np.float32)
+        self._valid = np.zeros(shape, dtype=bool)
+        self._chosen = np.zeros(shape, dtype=bool)
+        self._outcome = np.zeros((3, self.num_envs, len(self.agent_ids)))
+        index = {a: i for i, a in enumerate(self.agent_ids)}
+        self._columns = {
+            net_id: _columns([index[a] for a in agents])
+            for net_id, agents in self.agent.members.items()
+        }
+
     def collect(self, obs: dict[str, np.ndarray], infos: dict[str, Any], stop=None):
         """Fill the rollout storage with ``num_steps`` vector steps; returns the last obs.
 
+        Each step samples one batched action per group; log-probs and values are
+        computed for the whole rollout at its end (:meth:`IPPO.score_rollout`).
         A stop request abandons the partial rollout: the agent and counters stay as they
         were after the last update, which is what gets saved.
         """
@@ -370,30 +423,26 @@ class Trainer:
         for t in range(self.num_steps):
             if stop is not None and stop.requested:
                 return obs, infos
+            for i, a in enumerate(self.agent_ids):
+                self._valid[t, :, i] = infos[a]["active"]
+            self._chosen[t] = self._valid[t]
             actions: dict[str, np.ndarray] = {}
             for net_id, agents in members.items():
-                roll = self.rollouts[net_id]
+                roll, cols = self.rollouts[net_id], self._columns[net_id]
                 space = agent.action_spaces[agents[0]]
                 shape = (self.num_envs, len(agents))
                 x = agent.group_observations(net_id, obs, agents)[0]
                 self._check_finite_obs(x, agents, t)
                 roll.obs[t] = torch.from_numpy(x)
-                active = np.stack([infos[a]["active"] for a in agents], axis=1)
-                roll.valid[t] = torch.from_numpy(active)
                 mask = None
                 if roll.action_masks is not None:
+                    active = self._valid[t][:, cols]
                     masks = action_masks(infos, agents, space, self.num_envs, active)
                     roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
                     mask = None if masks is None else roll.action_masks[t].flatten(0, 1)
-                action, log_prob, _, value = agent.act_group(
-                    net_id, roll.obs[t].flatten(0, 1), mask=mask
-                )
-                roll.log_probs[t] = log_prob.reshape(shape)
-                roll.values[t] = value.reshape(shape)
-                env_action = agent.actors[net_id].env_action(action).cpu().numpy()
-                env_action = env_action.reshape(*shape, *env_action.shape[1:])
+                action = agent.sample_group(net_id, roll.obs[t].flatten(0, 1), mask=mask)
                 action = action.reshape(*shape, *action.shape[1:])
-                chosen = active
+                env_action = agent.actors[net_id].env_action(action).cpu().numpy()
                 imposed = env_defined_actions(infos, agents, space, self.num_envs)
                 if imposed is not None:
                     # The env acts for these agents: it gets their action, the policy
@@ -404,9 +453,8 @@ class Trainer:
                     action[torch.from_numpy(where)] = torch.from_numpy(forced[where]).to(
                         action.dtype
                     )
-                    chosen = active & ~where
+                    self._chosen[t][:, cols] &= ~where
                 roll.actions[t] = action
-                roll.chosen[t] = torch.from_numpy(chosen)
                 for i, a in enumerate(agents):
                     actions[a] = env_action[:, i]
             t0 = time.perf_counter()
@@ -414,7 +462,11 @@ class Trainer:
             env_time += time.perf_counter() - t0
             self._store_outcome(t, rewards, terms, truncs, infos)
         for net_id, agents in members.items():
-            roll = self.rollouts[net_id]
+            roll, cols = self.rollouts[net_id], self._columns[net_id]
+            for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
+                steps = getattr(self, f"_{field}")[:, :, cols]
+                getattr(roll, field).copy_(torch.from_numpy(steps))
+            agent.score_rollout(net_id, roll)
             x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
             value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
@@ -445,31 +497,45 @@ class Trainer:
                     )
 
     def _store_outcome(self, t, rewards, terms, truncs, infos) -> None:
-        agent = self.agent
-        for net_id, agents in agent.members.items():
-            roll: GroupRollout = self.rollouts[net_id]
-            reward = np.stack([rewards[a] for a in agents], axis=1)
-            term = np.stack([terms[a] for a in agents], axis=1)
-            trunc = np.stack([truncs[a] for a in agents], axis=1)
-            roll.rewards[t] = torch.from_numpy(np.nan_to_num(reward))
-            # An absent agent (NaN) ends its chain; its step is masked out anyway.
-            ends = np.nan_to_num(np.maximum(term, trunc), nan=1.0)
-            roll.ends[t] = torch.from_numpy(ends)
-            # Truncation is not termination: bootstrap from the final observation's value.
-            cut = (np.nan_to_num(trunc) > 0) & (np.nan_to_num(term) == 0)
-            roll.bootstrap[t] = 0.0
-            if cut.any():
-                finals = {a: infos[a]["final_obs"] for a in agents}
-                final = agent.group_observations(net_id, finals, agents)[0][cut]
-                values = agent.value_group(net_id, torch.from_numpy(final).to(self.device))
-                roll.bootstrap[t][torch.from_numpy(cut).to(self.device)] = values
-        self._track_episodes(rewards, terms, truncs)
+        # An inf reward stays inf (no overflow warnings); the loss check then names it.
+        with np.errstate(over="ignore"):
+            self._store_step(t, rewards, terms, truncs, infos)
 
-    def _track_episodes(self, rewards, terms, truncs) -> None:
-        ids = self.agent_ids
-        self._ep_return += np.nan_to_num(np.stack([rewards[a] for a in ids], axis=1))
+    def _store_step(self, t, rewards, terms, truncs, infos) -> None:
+        """Record step t's rewards and episode ends of every agent at once."""
+        out = self._outcome
+        for i, a in enumerate(self.agent_ids):
+            out[0, :, i] = rewards[a]
+            out[1, :, i] = terms[a]
+            out[2, :, i] = truncs[a]
+        # An absent agent (NaN) ends its chain; its step is masked out anyway.
+        absent = np.isnan(out[1]) | np.isnan(out[2])
+        reward, term, trunc = np.nan_to_num(out)
+        ends = np.where(absent, 1.0, np.maximum(term, trunc))
+        self._rewards[t] = reward
+        self._ends[t] = ends
+        self._bootstrap[t] = 0.0
+        # Truncation is not termination: bootstrap from the final observation's value.
+        cut = (trunc > 0) & (term == 0)
+        if cut.any():
+            for net_id, agents in self.agent.members.items():
+                group_cut = cut[:, self._columns[net_id]]
+                if not group_cut.any():
+                    continue
+                finals = {a: infos[a]["final_obs"] for a in agents}
+                final = self.agent.group_observations(net_id, finals, agents)[0][group_cut]
+                x = torch.from_numpy(final).to(self.device)
+                values = self.agent.value_group(net_id, x).cpu().numpy()
+                envs, members = np.nonzero(group_cut)
+                columns = np.arange(len(self.agent_ids))[self._columns[net_id]]
+                self._bootstrap[t, envs, columns[members]] = values
+        self._track_episodes(reward, ends)
+
+    def _track_episodes(self, reward: np.ndarray, ends: np.ndarray) -> None:
+        """Running returns; an env whose agents are all done has ended its episode."""
+        self._ep_return += reward
         self._ep_length += 1
-        for e in np.flatnonzero(episodes_ended(terms, truncs, ids)):
+        for e in np.flatnonzero((ends > 0).all(axis=1)):
             self._finished.append((self._ep_return[e].copy(), int(self._ep_length[e])))
             self._ep_return[e] = 0.0
             self._ep_length[e] = 0
@@ -579,6 +645,13 @@ class Trainer:
         path = checkpoint.save(self.ckpt_dir / name, self.checkpoint_payload())
         log.info("saved %s at %d env steps", path, self.progress.env_steps)
         return path
+
+
+def _columns(indices: list[int]) -> slice | np.ndarray:
+    """A group's agent columns: a slice (a view, no copy) when they are contiguous."""
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return slice(indices[0], indices[-1] + 1)
+    return np.asarray(indices)
 
 
 class _StopRequest:

@@ -483,6 +483,24 @@ class MaskedActionEnv(_ProbeEnv):
         return float(self.PAY[a].mean()) + _reward_noise(self, self.noise)
 
 
+class InterleavedGroupsEnv(_ProbeEnv):
+    """Agents ``a_0``, ``b_0``, ``a_1``: groups a and b interleave in agent order.
+
+    Random observations in [0, 1); each agent is paid its position + 1 (1, 2, 3) every
+    step; no termination, truncation every ``max_steps`` steps.
+    """
+
+    def __init__(self, max_steps: int = 3) -> None:
+        agents = ("a_0", "b_0", "a_1")
+        super().__init__(agents, _box(2), spaces.Discrete(3), episode_len=None, max_steps=max_steps)
+
+    def _obs(self, agent: str) -> np.ndarray:
+        return self.np_random.random(2).astype(np.float32)
+
+    def _reward(self, agent: str, action: Any) -> float:
+        return float(self.possible_agents.index(agent) + 1)
+
+
 class EnvDefinedActionEnv(_ProbeEnv):
     """Every other step the env imposes an action through ``info["env_defined_actions"]``.
 

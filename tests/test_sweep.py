@@ -206,13 +206,16 @@ def test_share_cores_fills_unset_workers_only():
     from omegaconf import OmegaConf
 
     slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.x.SlurmLauncher"}
-    cfg = OmegaConf.create({"hardware": {"num_workers": None, "vec_env": "async", "threads": 0}})
+    unset = {"num_workers": None, "vec_env": "async", "threads": 0, "learn_threads": None}
+    cfg = OmegaConf.create({"hardware": unset})
     assert share_cores(cfg, {**slurm, "cpus_per_task": 6})
-    assert (cfg.hardware.num_workers, cfg.hardware.vec_env, cfg.hardware.threads) == (6, "async", 6)
-    one = OmegaConf.create({"hardware": {"num_workers": None, "vec_env": "async", "threads": 1}})
+    h = cfg.hardware
+    assert (h.num_workers, h.vec_env, h.threads, h.learn_threads) == (6, "async", 6, 6)
+    one = OmegaConf.create({"hardware": {**unset, "threads": 1, "learn_threads": 2}})
     share_cores(one, {**slurm, "cpus_per_task": 1})
-    assert (one.hardware.num_workers, one.hardware.vec_env) == (1, "sync")
-    mine = OmegaConf.create({"hardware": {"num_workers": 3, "vec_env": "async", "threads": 1}})
+    h = one.hardware
+    assert (h.num_workers, h.vec_env, h.threads, h.learn_threads) == (1, "sync", 1, 2)
+    mine = OmegaConf.create({"hardware": {**unset, "num_workers": 3, "threads": 1}})
     assert share_cores(mine, {**slurm, "cpus_per_task": 6}) is None
     assert mine.hardware.num_workers == 3
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ippo_cli.envs.factory import env_fn
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.ippo import IPPO
+from ippo_cli.launchers import available_cores
 from ippo_cli.trainer import EVAL_SEED_OFFSET, Progress, Trainer, seed_everything
 
 
@@ -65,7 +66,7 @@ class MemberTrainer:
             obs, infos = t.collect(obs, infos, stop)
             if stop is not None and stop.requested:
                 return None
-            metrics = agent.update(t.rollouts)
+            metrics = t.learn()
             t._check_finite_metrics(metrics)
             t.progress.updates += 1
             row = t._row(metrics, time.perf_counter() - start, t0)
@@ -86,16 +87,17 @@ class MemberTrainer:
         self.eval_env.close()
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def member_pool(cfg: DictConfig) -> ProcessPoolExecutor:
     """Worker processes, one per core up to the population size, each with its own
     envs (synchronous: the parallelism is across members)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    plain["hardware"] = {**plain["hardware"], "vec_env": "sync", "num_workers": None}
-    workers = min(cfg.hpo.population_size, usable_cores())
+    plain["hardware"] = {
+        **plain["hardware"],
+        "vec_env": "sync",
+        "num_workers": None,
+        "learn_threads": plain["hardware"].get("learn_threads") or 1,
+    }
+    workers = min(cfg.hpo.population_size, available_cores())
     return ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(plain,)
     )

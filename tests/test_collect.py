@@ -1,0 +1,86 @@
+"""The trainer's rollout collection: per-step sampling, outcomes stored in each group's
+columns, behaviour log-probs and values scored once per rollout, and learning threads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ippo_cli.distributed import Context
+from ippo_cli.launchers import available_cores
+from ippo_cli.trainer import LARGE_MINIBATCH_ROWS, Trainer, learn_threads_auto
+from tests.conftest import FAST, probe_overrides, train_config
+
+
+def _collected(tmp_path, overrides: list[str]) -> Trainer:
+    trainer = Trainer(train_config(FAST + overrides), tmp_path)
+    obs, infos = trainer.env.reset(seed=0)
+    trainer.collect(obs, infos)
+    return trainer
+
+
+def test_outcomes_land_in_their_groups_columns_when_groups_interleave(tmp_path):
+    # 12 steps of 4 envs; truncation after steps 3, 6, 9 and 12 of each episode.
+    overrides = probe_overrides("InterleavedGroupsEnv") + ["algorithm.learn_step=48"]
+    trainer = _collected(tmp_path, overrides)
+    try:
+        a, b = trainer.rollouts["a"], trainer.rollouts["b"]  # a: a_0, a_1; b: b_0
+        assert (a.rewards == torch.tensor([1.0, 3.0])).all()
+        assert (b.rewards == 2.0).all()
+        truncated = (torch.arange(12) % 3 == 2)[:, None, None]
+        for roll in (a, b):
+            assert torch.equal(roll.ends.bool(), truncated.expand_as(roll.ends))
+            # The final observation's value is bootstrapped exactly where an episode was cut.
+            assert torch.equal(roll.bootstrap != 0, truncated.expand_as(roll.bootstrap))
+            assert roll.valid.all() and roll.chosen.all()
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("env", ["InterleavedGroupsEnv", "EnvDefinedActionEnv"])
+def test_rollout_scored_at_once_equals_scoring_each_step(tmp_path, env):
+    trainer = _collected(tmp_path, probe_overrides(env))
+    try:
+        for net_id, roll in trainer.rollouts.items():
+            actor, critic = trainer.agent.actors[net_id], trainer.agent.critics[net_id]
+            with torch.no_grad():
+                for t in range(roll.num_steps):
+                    obs = roll.obs[t].flatten(0, 1)
+                    log_p = actor.distribution(obs).log_prob(roll.actions[t].flatten(0, 1))
+                    chosen = roll.chosen[t].flatten()
+                    # Env-defined actions were not the policy's: stored as 0, unused.
+                    expected = torch.where(chosen, log_p, torch.zeros_like(log_p))
+                    assert torch.allclose(roll.log_probs[t].flatten(), expected, atol=1e-5)
+                    assert torch.allclose(roll.values[t].flatten(), critic(obs), atol=1e-5)
+            assert (roll.log_probs[roll.chosen] < 0).all()
+        if env == "EnvDefinedActionEnv":
+            assert not trainer.rollouts["agent_0"].chosen.all()
+    finally:
+        trainer.close()
+
+
+class _Agent:
+    def __init__(self, batch_size: int, group_sizes: list[int]) -> None:
+        self.batch_size = batch_size
+        self.members = {f"g{i}": [f"g{i}_{j}" for j in range(n)] for i, n in enumerate(group_sizes)}
+
+
+def test_learning_uses_more_threads_only_for_large_minibatches():
+    assert learn_threads_auto(_Agent(128, [1, 1]), Context()) == 1
+    assert learn_threads_auto(_Agent(128, [2, 8]), Context()) == 1
+    rows = LARGE_MINIBATCH_ROWS // 32
+    assert learn_threads_auto(_Agent(rows, [32]), Context()) == available_cores()
+
+
+def test_learning_threads_apply_during_the_update_only(tmp_path):
+    overrides = probe_overrides("ConstantRewardEnv") + ["hardware.learn_threads=2"]
+    trainer = _collected(tmp_path, overrides)
+    seen = []
+    update = trainer.agent.update
+    trainer.agent.update = lambda rollouts: seen.append(torch.get_num_threads()) or update(rollouts)
+    try:
+        trainer.learn()
+        assert seen == [2]
+        assert torch.get_num_threads() == 1  # hardware.threads, for acting
+    finally:
+        trainer.close()
