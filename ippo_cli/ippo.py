@@ -793,6 +793,9 @@ class IPPO:
         totals = torch.zeros(len(METRIC_NAMES) - 1, device=self.device)
         updates = 0
         stop = False
+        # Weights only when some rows are not the policy's choice (env-defined actions);
+        # otherwise plain means, a few operations fewer per minibatch.
+        all_chosen = bool(batch["chosen"].all())
         batch = {**batch, "chosen": batch["chosen"].float()}
         for _ in range(self.update_epochs):
             # One shuffle per epoch; its minibatches are then contiguous slices (views).
@@ -801,7 +804,7 @@ class IPPO:
             for start in range(0, n, size):
                 mb = {k: v[start : start + size] for k, v in shuffled.items()}
                 masks = mb.get("action_masks")
-                chosen = mb["chosen"]
+                chosen = None if all_chosen else mb["chosen"]
                 dist = actor.distribution(mb["obs"], masks)
                 log_prob = dist.log_prob(mb["actions"])
                 log_ratio = log_prob - mb["log_probs"]
@@ -1032,9 +1035,11 @@ def masked_mean(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Te
 
 def normalize(advantages: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Per-minibatch advantage normalisation over the weighted samples (left as is for
-    fewer than two). No host sync: the sample count stays a tensor."""
+    fewer than two). No host sync: a weighted sample count stays a tensor."""
     if weight is None:
-        weight = torch.ones_like(advantages)
+        if advantages.numel() < 2:
+            return advantages
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     n = weight.sum()
     mean = (advantages * weight).sum() / n.clamp(min=1.0)
     var = ((advantages - mean).pow(2) * weight).sum() / (n - 1).clamp(min=1.0)

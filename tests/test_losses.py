@@ -35,6 +35,15 @@ def test_normalize_uses_batch_statistics():
     assert normalize(torch.tensor([5.0])).tolist() == [5.0]
 
 
+def test_weighted_normalize_counts_only_the_weighted_samples():
+    x = torch.tensor([1.0, 2.0, 3.0, 100.0, -50.0])
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
+    assert torch.allclose(normalize(x, weight)[:3], normalize(x[:3]), atol=1e-6)
+    assert torch.allclose(normalize(x, torch.ones(5)), normalize(x), atol=1e-6)
+    one = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
+    assert torch.equal(normalize(x, one), x)  # fewer than two samples: left as is
+
+
 def _experiences(agent, steps=64, envs=2):
     rng = np.random.default_rng(0)
     ids = agent.agent_ids
