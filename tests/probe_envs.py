@@ -483,6 +483,18 @@ class MaskedActionEnv(_ProbeEnv):
         return float(self.PAY[a].mean()) + _reward_noise(self, self.noise)
 
 
+class SlowStepEnv(ConstantRewardEnv):
+    """ConstantRewardEnv whose every step takes ``seconds``: a stand-in for a heavy env."""
+
+    def __init__(self, seconds: float = 0.002) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def step(self, actions: dict[str, Any]):
+        time.sleep(self.seconds)
+        return super().step(actions)
+
+
 class InterleavedGroupsEnv(_ProbeEnv):
     """Agents ``a_0``, ``b_0``, ``a_1``: groups a and b interleave in agent order.
 

@@ -22,6 +22,7 @@ from ippo_cli.envs.vector import (
     episode_seed,
     make_vec_env,
 )
+from tests.conftest import probe_overrides, train_config
 from tests.probe_envs import (
     ActionRewardEnv,
     ConstantRewardEnv,
@@ -737,9 +738,34 @@ def test_auto_vec_env_uses_workers_only_when_they_can_run_side_by_side(monkeypat
 
     monkeypatch.setattr(launchers, "available_cores", lambda: 2)
     assert vec_env_kind("auto", num_envs=8, num_workers=None) == "async"
+    # A fast env steps in-process: worker round trips would cost more than they save.
+    assert vec_env_kind("auto", num_envs=8, num_workers=None, step_seconds=2e-4) == "sync"
+    assert vec_env_kind("auto", num_envs=8, num_workers=None, step_seconds=5e-3) == "async"
     assert vec_env_kind("auto", num_envs=1, num_workers=None) == "sync"
     assert vec_env_kind("auto", num_envs=8, num_workers=1) == "sync"
     assert vec_env_kind("sync", num_envs=8, num_workers=None) == "sync"
     monkeypatch.setattr(launchers, "available_cores", lambda: 1)
     assert vec_env_kind("auto", num_envs=8, num_workers=None) == "sync"
     assert vec_env_kind("async", num_envs=8, num_workers=None) == "async"
+
+
+def test_auto_vec_env_times_the_env_and_picks_in_process_stepping_for_mpe(monkeypatch):
+    from ippo_cli import launchers
+    from ippo_cli.envs.factory import env_step_seconds, make_train_env
+    from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv
+
+    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    cfg = train_config(["env=simple_spread", "env.num_envs=4"]).env
+    seconds = env_step_seconds(build_env(cfg.factory, cfg.kwargs))
+    assert seconds is not None and 0 < seconds < 1e-2
+    env = make_train_env(cfg, 4, "auto", None)
+    try:
+        assert isinstance(env, SyncVecEnv)
+    finally:
+        env.close()
+    slow = train_config(probe_overrides("SlowStepEnv") + ["env.num_envs=2"]).env
+    env = make_train_env(slow, 2, "auto", None)
+    try:
+        assert isinstance(env, AsyncVecEnv)
+    finally:
+        env.close()
