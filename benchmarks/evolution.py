@@ -28,11 +28,23 @@ POPULATION = ["hpo=evolution", "hpo.population_size=4", "hpo.evo_steps=20480", "
 
 def train(name: str, seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     cmd = [
-        sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
-        "algorithm=ippo", "env.backend=pettingzoo", "env.num_envs=8",  # reference defaults
-        "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
-        "eval_every=40960", f"eval_episodes={FINAL_EPISODES}", "checkpoint.every=0",
-        f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        "-m",
+        "ippo_cli",
+        "train",
+        "env=speaker_listener",
+        "logger=none",
+        "algorithm=ippo",
+        "env.backend=pettingzoo",
+        "env.num_envs=8",  # reference defaults
+        "progress=false",
+        f"seed={seed}",
+        f"algorithm.total_steps={steps}",
+        "eval_every=40960",
+        f"eval_episodes={FINAL_EPISODES}",
+        "checkpoint.every=0",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -65,8 +77,15 @@ def evaluate(ckpt: Path, seed: int) -> float:
     """`ippo eval` of a checkpoint on the training runs' evaluation seeds."""
     from ippo_cli.trainer import EVAL_SEED_OFFSET
 
-    cmd = [sys.executable, "-m", "ippo_cli", "eval", f"ckpt={ckpt}",
-           f"episodes={FINAL_EPISODES}", f"seed={seed + EVAL_SEED_OFFSET}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ippo_cli",
+        "eval",
+        f"ckpt={ckpt}",
+        f"episodes={FINAL_EPISODES}",
+        f"seed={seed + EVAL_SEED_OFFSET}",
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads((ckpt.parent / "eval.json").read_text())["return"]["mean"]
 

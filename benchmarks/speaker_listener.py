@@ -29,11 +29,23 @@ EVAL_EPISODES = 20
 
 def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     cmd = [
-        sys.executable, "-m", "ippo_cli", "train", "env=speaker_listener", "logger=none",
-        "algorithm=ippo", "env.backend=pettingzoo", "env.num_envs=8",  # reference defaults
-        "progress=false", f"seed={seed}", f"algorithm.total_steps={steps}",
-        f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0",
-        f"hydra.run.dir={run_dir}", *extra,
+        sys.executable,
+        "-m",
+        "ippo_cli",
+        "train",
+        "env=speaker_listener",
+        "logger=none",
+        "algorithm=ippo",
+        "env.backend=pettingzoo",
+        "env.num_envs=8",  # reference defaults
+        "progress=false",
+        f"seed={seed}",
+        f"algorithm.total_steps={steps}",
+        f"eval_every={EVAL_EVERY}",
+        f"eval_episodes={EVAL_EPISODES}",
+        "checkpoint.every=0",
+        f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -104,8 +116,11 @@ def main() -> None:
     seeds = {}
     for seed in args.seeds:
         seeds[str(seed)] = run = train(seed, args.steps, args.runs_dir / f"seed{seed}", args.extra)
-        print(f"seed {seed}: final {run['final']:.2f}, best {run['best']:.2f}, "
-              f"{run['wall_time_s']:.0f} s ({run['steps_per_second']:.0f} steps/s)", flush=True)
+        print(
+            f"seed {seed}: final {run['final']:.2f}, best {run['best']:.2f}, "
+            f"{run['wall_time_s']:.0f} s ({run['steps_per_second']:.0f} steps/s)",
+            flush=True,
+        )
     result = {
         "benchmark": "speaker_listener learning, defaults",
         "total_steps": args.steps,
@@ -120,8 +135,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speaker_listener.json").write_text(json.dumps(result, indent=2))
     plot(result, RESULTS / "speaker_listener.png")
-    print(f"random policy: {result['random_policy']['mean']:.2f}; target {TARGET}; "
-          f"all seeds meet it: {result['all_seeds_meet_target']}")
+    print(
+        f"random policy: {result['random_policy']['mean']:.2f}; target {TARGET}; "
+        f"all seeds meet it: {result['all_seeds_meet_target']}"
+    )
 
 
 if __name__ == "__main__":

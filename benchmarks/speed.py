@@ -9,7 +9,8 @@ All figures come from one run on one machine, so they can be compared as ratios:
   to the ceiling of the vector env it uses;
 - breakdown: share of the training loop's wall time in env stepping, action selection,
   learning and logging;
-- scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128 with 1 and 2 workers;
+- scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128, sync and with 1 and 2
+  async workers;
 - agents: the learner's own time per env step (action selection plus learning, env
   stepping excluded) on simple_spread with 2, 8 and 32 homogeneous agents;
 - memory: peak RSS of an `ippo train` process at the reference config.
@@ -190,20 +191,23 @@ def main() -> None:
         ],
     )
 
-    # Scaling over num_envs and workers (learn_step keeps >= 16 steps per env).
+    # Scaling over num_envs and workers (learn_step keeps >= 16 steps per env); workers 0
+    # is the sync vector env (every env in the trainer's process).
     scaling = []
     for num_envs in (1, 8, 32, 128):
-        for workers in (1, 2):
+        for workers in (0, 1, 2):
             over = [
                 "env=speaker_listener",
                 "algorithm=ippo",
-                "env.backend=pettingzoo",  # the mpe2 env in the async vector env
+                "env.backend=pettingzoo",  # the mpe2 env in our vector envs
                 f"env.num_envs={num_envs}",
                 f"algorithm.learn_step={max(2048, 16 * num_envs)}",
                 "algorithm.batch_size=128",
-                "hardware.vec_env=async",
-                f"hardware.num_workers={min(workers, num_envs)}",
             ]
+            if workers:
+                over += ["hardware.vec_env=async", f"hardware.num_workers={min(workers, num_envs)}"]
+            else:
+                over += ["hardware.vec_env=sync"]
             scaling.append(
                 {
                     "num_envs": num_envs,
@@ -214,7 +218,7 @@ def main() -> None:
             )
     result["scaling"] = scaling
     text += table(
-        "scaling (async vector env)",
+        "scaling (workers 0: sync vector env; 1, 2: async)",
         ["num_envs", "workers", "ceiling steps/s", "training steps/s", "training/ceiling"],
         [
             [
