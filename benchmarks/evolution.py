@@ -21,36 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.speaker_listener import eval_curve, run_reference
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FINAL_EPISODES = 20
 POPULATION = ["hpo=evolution", "hpo.population_size=4", "hpo.evo_steps=20480", "hpo.eval_loop=10"]
 
 
 def train(name: str, seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "ippo_cli",
-        "train",
-        "env=speaker_listener",
-        "logger=none",
-        "algorithm=ippo",
-        "env.backend=pettingzoo",
-        "env.num_envs=8",  # reference defaults
-        "progress=false",
-        f"seed={seed}",
-        f"algorithm.total_steps={steps}",
-        "eval_every=40960",
-        f"eval_episodes={FINAL_EPISODES}",
-        "checkpoint.every=0",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    cmd, wall, rows = run_reference(seed, steps, run_dir, 40960, FINAL_EPISODES, extra)
+    curve = eval_curve(rows)
     run = {
         "curve": curve,
         "wall_time_s": round(wall, 1),

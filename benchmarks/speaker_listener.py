@@ -27,7 +27,11 @@ EVAL_EVERY = 25_000
 EVAL_EPISODES = 20
 
 
-def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
+def run_reference(
+    seed: int, steps: int, run_dir: Path, eval_every: int, eval_episodes: int, extra: list[str]
+) -> tuple[list[str], float, list[dict]]:
+    """`ippo train env=speaker_listener` with the reference's defaults in a subprocess:
+    returns the command, its wall seconds and the rows of its metrics.jsonl."""
     cmd = [
         sys.executable,
         "-m",
@@ -41,8 +45,8 @@ def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
         "progress=false",
         f"seed={seed}",
         f"algorithm.total_steps={steps}",
-        f"eval_every={EVAL_EVERY}",
-        f"eval_episodes={EVAL_EPISODES}",
+        f"eval_every={eval_every}",
+        f"eval_episodes={eval_episodes}",
         "checkpoint.every=0",
         f"hydra.run.dir={run_dir}",
         *extra,
@@ -51,7 +55,17 @@ def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    return cmd, wall, rows
+
+
+def eval_curve(rows: list[dict]) -> list[list[float]]:
+    """(env steps, evaluation return) of every row with an evaluation."""
+    return [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+
+
+def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
+    cmd, wall, rows = run_reference(seed, steps, run_dir, EVAL_EVERY, EVAL_EPISODES, extra)
+    curve = eval_curve(rows)
     return {
         "curve": curve,
         "final": curve[-1][1],
