@@ -78,17 +78,17 @@ def make_train_env(
             num_envs,
         )
     check = env_fn(env_cfg)()
+    # The step is timed only when it decides: auto with workers able to run side by side.
+    timed = kind == "auto" and vec_env_kind(kind, num_envs, num_workers) == "async"
     try:
-        step_seconds = env_step_seconds(check) if kind == "auto" else None
+        step_seconds = env_step_seconds(check) if timed else None
     finally:
         check.close()
     chosen = vec_env_kind(kind, num_envs, num_workers, step_seconds)
-    if kind == "auto" and step_seconds is not None:
-        log.info(
-            "hardware.vec_env=auto: one env step takes %.2f ms -> %s", 1e3 * step_seconds, chosen
-        )
-    kind = chosen
-    return make_vec_env([env_fn(env_cfg)] * num_envs, kind=kind, num_workers=num_workers)
+    if step_seconds is not None:
+        ms = 1e3 * step_seconds
+        log.info("hardware.vec_env=auto: one env step takes %.2f ms -> %s", ms, chosen)
+    return make_vec_env([env_fn(env_cfg)] * num_envs, kind=chosen, num_workers=num_workers)
 
 
 # An env step at least this slow is worth a worker process: below it, the round trip to
