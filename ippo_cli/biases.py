@@ -134,6 +134,10 @@ class CommunicationBiases:
             for g, v in (listening or {}).items()
         }
 
+    def applies_to(self, group: str) -> bool:
+        """Whether ``group``'s actor loss has a bias term."""
+        return self.signalling.get(group, 0.0) > 0 or self.listening.get(group, (0.0,))[0] > 0
+
     def loss(
         self,
         group: str,

@@ -25,6 +25,7 @@ from ippo_cli import checkpoint, distributed
 from ippo_cli.biases import CommunicationBiases, validate_biases
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
+from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
 from ippo_cli.networks import StochasticActor, ValueNetwork
 from ippo_cli.networks.encoders import encoder_config_with_defaults, encoder_kind
@@ -39,6 +40,7 @@ from ippo_cli.spaces import (
     space_from_dict,
     space_to_dict,
 )
+from ippo_cli.stacked_update import stack_sets, update_stack
 
 # Constructor arguments stored in checkpoints and copied by clone(), with their defaults.
 HYPERPARAMETERS: dict[str, Any] = {
@@ -62,14 +64,6 @@ HYPERPARAMETERS: dict[str, Any] = {
 }
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SCORE_CHUNK = 8192  # rows per forward pass when a whole rollout is scored at once
-METRIC_NAMES = (
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clip_fraction",
-    "explained_variance",
-)
 
 
 class MultiAgentSetup(enum.Enum):
@@ -91,6 +85,10 @@ class IPPO:
     Arguments and defaults follow the reference library's ``IPPO``; see README for the
     list. ``action_std_init`` is the initial *log* standard deviation of Box actions.
     """
+
+    # Train the groups that can as one stack of networks (ippo_cli.stacked_update); the
+    # same result as one network pair at a time, which False forces (tests, benchmarks).
+    stack_updates = True
 
     def __init__(
         self,
@@ -774,14 +772,31 @@ class IPPO:
     def update(self, rollouts: Mapping[str, GroupRollout]) -> dict[str, dict[str, float]]:
         """PPO epochs over each network's rollout; returns each network's mean metrics."""
         self.set_training_mode(True)
+        batches = {
+            net_id: rollout.flat_batch(self.gamma, self.gae_lambda)
+            for net_id, rollout in rollouts.items()
+        }
+        # Every group's shuffles, one per epoch, drawn up front in group order: a group
+        # learns the same whether it trains alone or in a stack with others.
+        orders = {
+            net_id: [
+                torch.randperm(batch["obs"].shape[0], device=self.device)
+                for _ in range(self.update_epochs)
+            ]
+            for net_id, batch in batches.items()
+        }
         metrics = {}
-        for net_id, rollout in rollouts.items():
-            batch = rollout.flat_batch(self.gamma, self.gae_lambda)
-            metrics[net_id] = self._update_network(net_id, batch)
-        self.last_metrics = metrics
-        return metrics
+        for net_ids in stack_sets(self, batches) if self.stack_updates else []:
+            metrics.update(update_stack(self, net_ids, batches, orders))
+        for net_id, batch in batches.items():
+            if net_id not in metrics:
+                metrics[net_id] = self._update_network(net_id, batch, orders[net_id])
+        self.last_metrics = {net_id: metrics[net_id] for net_id in batches}
+        return self.last_metrics
 
-    def _update_network(self, net_id: str, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _update_network(
+        self, net_id: str, batch: dict[str, torch.Tensor], orders: list[torch.Tensor]
+    ) -> dict[str, float]:
         actor, critic = self.actors[net_id], self.critics[net_id]
         actor_params, critic_params = list(actor.parameters()), list(critic.parameters())
         actor_opt, critic_opt = self.actor_optimizers[net_id], self.critic_optimizers[net_id]
@@ -797,37 +812,27 @@ class IPPO:
         # otherwise plain means, a few operations fewer per minibatch.
         all_chosen = bool(batch["chosen"].all())
         batch = {**batch, "chosen": batch["chosen"].float()}
-        for _ in range(self.update_epochs):
+        for order in orders:
             # One shuffle per epoch; its minibatches are then contiguous slices (views).
-            order = torch.randperm(n, device=self.device)
             shuffled = {k: v[order] for k, v in batch.items()}
             for start in range(0, n, size):
                 mb = {k: v[start : start + size] for k, v in shuffled.items()}
                 masks = mb.get("action_masks")
                 chosen = None if all_chosen else mb["chosen"]
                 dist = actor.distribution(mb["obs"], masks)
-                log_prob = dist.log_prob(mb["actions"])
-                log_ratio = log_prob - mb["log_probs"]
-                ratio = log_ratio.exp()
-                with torch.no_grad():
-                    approx_kl = masked_mean((ratio - 1) - log_ratio, chosen)
-                    clip_frac = masked_mean(((ratio - 1).abs() > self.clip_coef).float(), chosen)
-                    if self.data_parallel:  # every rank must take the same early stop
-                        approx_kl = distributed.average(approx_kl)
-                if self.target_kl is not None and approx_kl.item() > self.target_kl:
-                    stop = True
-                    break
-                value = critic(mb["obs"])
-                policy_loss, value_loss = clipped_losses(
-                    ratio,
-                    normalize(mb["advantages"], chosen),
-                    value,
-                    mb["values"],
-                    mb["returns"],
+                policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
+                    dist.log_prob(mb["actions"]),
+                    dist.entropy(),
+                    critic(mb["obs"]),
+                    mb,
                     self.clip_coef,
                     chosen,
                 )
-                entropy = masked_mean(dist.entropy(), chosen)
+                if self.data_parallel:  # every rank must take the same early stop
+                    approx_kl = distributed.average(approx_kl)
+                if self.target_kl is not None and approx_kl.item() > self.target_kl:
+                    stop = True
+                    break
                 actor_loss = policy_loss - self.ent_coef * entropy
                 actor_loss = actor_loss + self.biases.loss(
                     group_id_of(net_id), actor, mb["obs"], dist, masks, chosen
@@ -1024,58 +1029,6 @@ def validate_hyperparameters(h: Mapping[str, Any]) -> None:
         "torch_compiler",
         f"must be null or one of {', '.join(TORCH_COMPILE_MODES)}",
     )
-
-
-def masked_mean(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of ``x`` over the samples where ``weight`` is 1 (all samples without one)."""
-    if weight is None:
-        return x.mean()
-    return (x * weight).sum() / weight.sum().clamp(min=1.0)
-
-
-def normalize(advantages: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-minibatch advantage normalisation over the weighted samples (left as is for
-    fewer than two). No host sync: a weighted sample count stays a tensor."""
-    if weight is None:
-        if advantages.numel() < 2:
-            return advantages
-        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    n = weight.sum()
-    mean = (advantages * weight).sum() / n.clamp(min=1.0)
-    var = ((advantages - mean).pow(2) * weight).sum() / (n - 1).clamp(min=1.0)
-    return torch.where(n >= 2, (advantages - mean) / (var.sqrt() + 1e-8), advantages)
-
-
-def clipped_losses(
-    ratio: torch.Tensor,
-    advantages: torch.Tensor,
-    value: torch.Tensor,
-    old_value: torch.Tensor,
-    returns: torch.Tensor,
-    clip_coef: float,
-    policy_weight: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate policy loss and clipped value loss (means over the batch).
-
-    policy: mean(max(-A * r, -A * clip(r, 1 - c, 1 + c))), over the samples whose
-            ``policy_weight`` is 1 (the policy chose their action)
-    value:  0.5 * mean(max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2))
-    """
-    policy_loss = masked_mean(
-        torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)),
-        policy_weight,
-    )
-    clipped = old_value + (value - old_value).clamp(-clip_coef, clip_coef)
-    value_loss = 0.5 * torch.max((value - returns).pow(2), (clipped - returns).pow(2)).mean()
-    return policy_loss, value_loss
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 - Var(returns - values) / Var(returns); NaN when the returns do not vary."""
-    var = returns.var(unbiased=False) if returns.numel() > 0 else torch.tensor(0.0)
-    if var.item() == 0:
-        return float("nan")
-    return float(1 - (returns - values).var(unbiased=False) / var)
 
 
 def _agent_spaces(observation_spaces, action_spaces, agent_ids):

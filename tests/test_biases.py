@@ -162,7 +162,9 @@ def _learned_weights(**kwargs):
 
 
 def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    # Up to rounding: a group trains in a stack with the other group only when neither
+    # has a bias (ippo_cli.stacked_update), and a stack may round differently.
+    return all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
 def test_biases_are_absent_unless_configured_and_touch_only_their_group():

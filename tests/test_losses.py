@@ -7,7 +7,8 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from ippo_cli.ippo import IPPO, clipped_losses, normalize
+from ippo_cli.ippo import IPPO
+from ippo_cli.losses import clipped_losses, normalize
 
 
 def test_clipped_policy_loss_matches_hand_computation():

@@ -118,10 +118,22 @@ class DiagGaussian:
     ``tanh(u)`` in [-1, 1] and ``log_prob`` includes the tanh Jacobian.
     """
 
-    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, squash: bool = False) -> None:
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        log_std: torch.Tensor,
+        squash: bool = False,
+        columns: torch.Tensor | None = None,
+    ) -> None:
         self.mean = mean
         self.log_std = log_std.expand_as(mean)
         self.squash = squash
+        # 1 for the action's dimensions, 0 for padding (networks trained as one stack,
+        # see ippo_cli.networks.stacked): padding enters neither log_prob nor entropy.
+        self.columns = columns
+
+    def _sum(self, x: torch.Tensor) -> torch.Tensor:
+        return (x if self.columns is None else x * self.columns).sum(-1)
 
     def sample(self) -> torch.Tensor:
         u = self.mean + self.log_std.exp() * torch.randn_like(self.mean)
@@ -137,15 +149,15 @@ class DiagGaussian:
         else:
             u = action
         z = (u - self.mean) * torch.exp(-self.log_std)
-        log_p = (-0.5 * z.pow(2) - self.log_std - 0.5 * _LOG_2PI).sum(-1)
+        log_p = self._sum(-0.5 * z.pow(2) - self.log_std - 0.5 * _LOG_2PI)
         if self.squash:
-            log_p = log_p - torch.log1p(-action.pow(2)).sum(-1)
+            log_p = log_p - self._sum(torch.log1p(-action.pow(2)))
         return log_p
 
     def entropy(self) -> torch.Tensor:
         # For squashed actions this is the entropy of the pre-tanh Gaussian, a standard
         # stand-in since the squashed entropy has no closed form.
-        return (0.5 + 0.5 * _LOG_2PI + self.log_std).sum(-1)
+        return self._sum(0.5 + 0.5 * _LOG_2PI + self.log_std)
 
 
 Distribution = Categorical | MultiCategorical | Bernoulli | DiagGaussian

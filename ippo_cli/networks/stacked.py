@@ -1,0 +1,208 @@
+"""Several MLP networks of one shape, run and trained as one stack of batched tensors.
+
+The actor and critic of every agent group are small MLPs (encoder then head, see
+:mod:`ippo_cli.networks.actor_critic`); at PPO's minibatch sizes each of their operations
+costs far more in dispatch than in arithmetic. :class:`NetworkStack` copies the
+parameters of ``M`` such networks into stacked tensors, one leading row per network, so
+that one ``baddbmm`` computes a Linear layer of all of them, one LayerNorm call normalises
+all of them, and so on. Their inputs may differ in width (zero-padded) and so may their
+outputs (padded; the caller ignores the extra columns); every hidden layer must agree.
+
+Zero padding is exact: a zero input column meets its weights with zero gradient, and an
+output column the loss ignores sends none back, so the padded entries stay zero and every
+real entry gets exactly the gradient it would get in its own network.
+
+All parameters live in one ``(M, width)`` buffer, one row per network, and so do their
+gradients (:meth:`NetworkStack.gradient`), so one Adam step, one norm and one clip cover
+the whole stack (see :mod:`ippo_cli.stacked_update`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ippo_cli.networks.actor_critic import StochasticActor, ValueNetwork
+from ippo_cli.networks.encoders import MLPEncoder
+from ippo_cli.networks.mlp import ACTIVATIONS
+
+_ELEMENTWISE = tuple(ACTIVATIONS.values())
+
+
+def layer_chain(net: nn.Module) -> list[nn.Module] | None:
+    """The layers of an actor or critic with an MLP encoder, input to output (the encoder's
+    then the head's); None for any other network (CNN or multi-input encoders, user
+    subclasses), which then trains on its own."""
+    if type(net) not in (StochasticActor, ValueNetwork) or type(net.encoder) is not MLPEncoder:
+        return None
+    encoder = net.encoder.net
+    layers = [*encoder[0], *encoder[1:], *net.head]
+    if not all(type(layer) in (nn.Linear, nn.LayerNorm, *_ELEMENTWISE) for layer in layers):
+        return None
+    if not isinstance(layers[-1], nn.Linear) or layers[-1].bias is None:
+        return None
+    return layers
+
+
+def chain_signature(layers: Sequence[nn.Module]) -> tuple:
+    """What must agree for networks to stack: every layer but the first input width and
+    the last output width."""
+    linears = [i for i, layer in enumerate(layers) if isinstance(layer, nn.Linear)]
+    signature = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Linear):
+            d_in = None if i == linears[0] else layer.in_features
+            d_out = None if i == linears[-1] else layer.out_features
+            signature.append(("Linear", d_in, d_out, layer.bias is not None))
+        elif isinstance(layer, nn.LayerNorm):
+            affine = (layer.weight is not None, layer.bias is not None)
+            signature.append(("LayerNorm", tuple(layer.normalized_shape), layer.eps, affine))
+        else:
+            signature.append((type(layer).__name__, layer.extra_repr()))
+    return tuple(signature)
+
+
+class NetworkStack:
+    """``M`` networks' layers (``chains``, all of one :func:`chain_signature`) and, per
+    network, optional ``extras`` (parameters outside the layers, e.g. an actor's log-std;
+    as many per network, None where a network has none, padded like outputs) as stacked
+    tensors.
+
+    :attr:`flat` holds every parameter, one row per network; the stacked tensors
+    (:attr:`stacked`, leaves for autograd) are views of it. :meth:`forward` takes
+    ``(M, B, in)`` inputs; :meth:`load` copies the networks' parameters in and
+    :meth:`store` copies them back.
+    """
+
+    def __init__(
+        self,
+        chains: Sequence[Sequence[nn.Module]],
+        extras: Sequence[Sequence[torch.Tensor | None]] | None = None,
+    ) -> None:
+        self.chains = [list(c) for c in chains]
+        self.num_members = m = len(self.chains)
+        extras = [list(e) for e in extras] if extras is not None else [[] for _ in range(m)]
+        # slots[k][i]: member i's k-th parameter (None: it has none there, e.g. a critic's
+        # log-std slot); each slot is one stacked tensor of the largest member's shape.
+        layer_params = [[p for layer in chain for p in layer.parameters()] for chain in chains]
+        self.num_layer_params = len(layer_params[0])
+        self.slots: list[list[torch.Tensor | None]] = [
+            list(group) for group in zip(*layer_params, strict=True)
+        ]
+        self.slots += [list(group) for group in zip(*extras, strict=True)]
+        first = next(p for p in self.slots[0] if p is not None)
+        self.device = first.device
+        self.shapes = [_max_shape([p.shape for p in slot if p is not None]) for slot in self.slots]
+        width = sum(_numel(shape) for shape in self.shapes)
+        self.flat = torch.zeros(m, width, device=self.device, dtype=first.dtype)
+        # detach(): each a leaf of its own, so that views of it (transpose) reach it.
+        self.stacked = [view.detach().requires_grad_() for view in self._views(self.flat)]
+        self._ops = self._build_ops()
+
+    # ------------------------------------------------------------- parameters
+
+    def pack(self, value_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """An ``(M, width)`` buffer laid out like :attr:`flat`, holding ``value_of(p)`` for
+        each member parameter ``p`` (zeros for padding)."""
+        out = torch.zeros_like(self.flat)
+        for slot, view in zip(self.slots, self._views(out), strict=True):
+            for i, p in enumerate(slot):
+                if p is not None:
+                    view[i][_corner(p.shape)].copy_(value_of(p))
+        return out
+
+    def unpack(self, flat: torch.Tensor, put: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        """``put(p, value)`` for each member parameter ``p``, ``value`` its part of ``flat``."""
+        for slot, view in zip(self.slots, self._views(flat), strict=True):
+            for i, p in enumerate(slot):
+                if p is not None:
+                    put(p, view[i][_corner(p.shape)])
+
+    def load(self) -> None:
+        """Copy the member networks' parameters into the stack."""
+        with torch.no_grad():
+            self.flat.copy_(self.pack(lambda p: p))
+
+    def store(self) -> None:
+        """Copy the stack's parameters back into the member networks."""
+        with torch.no_grad():
+            self.unpack(self.flat, lambda p, value: p.copy_(value))
+
+    def zero_grad(self) -> None:
+        for p in self.stacked:
+            p.grad = None
+
+    def gradient(self) -> torch.Tensor:
+        """The stacked tensors' gradients, laid out like :attr:`flat`."""
+        return torch.cat(
+            [
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(
+                    self.num_members, -1
+                )
+                for p in self.stacked
+            ],
+            dim=1,
+        )
+
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        views, offset = [], 0
+        for shape in self.shapes:
+            size = _numel(shape)
+            views.append(flat[:, offset : offset + size].view(self.num_members, *shape))
+            offset += size
+        return views
+
+    # ---------------------------------------------------------------- forward
+
+    def extra(self, k: int) -> torch.Tensor:
+        """The stacked ``k``-th extra parameter, ``(M, *shape)``."""
+        return self.stacked[self.num_layer_params + k]
+
+    def _build_ops(self) -> list[tuple]:
+        ops: list[tuple] = []
+        k = 0
+        for layer in self.chains[0]:
+            n = len(list(layer.parameters()))
+            params = tuple(p.unsqueeze(1) if p.dim() == 2 else p for p in self.stacked[k : k + n])
+            k += n
+            if isinstance(layer, nn.Linear):
+                weight_t = self.stacked[k - n].transpose(1, 2)
+                ops.append(("linear", weight_t, params[1]))
+            elif isinstance(layer, nn.LayerNorm):
+                ops.append(("layer_norm", tuple(layer.normalized_shape), layer.eps, *params))
+            else:
+                ops.append(("elementwise", layer))
+        return ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(M, B, in)`` inputs (zero-padded to the widest) -> ``(M, B, out)`` outputs."""
+        for op in self._ops:
+            if op[0] == "linear":
+                x = torch.baddbmm(op[2], x, op[1])
+            elif op[0] == "layer_norm":
+                x = F.layer_norm(x, op[1], eps=op[2])
+                if len(op) == 5:
+                    x = torch.addcmul(op[4], x, op[3])
+                elif len(op) == 4:
+                    x = x * op[3]
+            else:
+                x = op[1](x)
+        return x
+
+
+def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
+    return tuple(max(dims) for dims in zip(*shapes, strict=True))
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(0, d) for d in shape)

@@ -1,0 +1,251 @@
+"""PPO epochs for several agent groups at once: their actors and critics as one stack.
+
+:meth:`IPPO.update` hands each set of groups found by :func:`stack_sets` to
+:func:`update_stack`; the other groups train one network pair at a time. For a set of G
+groups the stack holds 2G networks (the G actors, then the G critics,
+:class:`~ippo_cli.networks.stacked.NetworkStack`), and every minibatch step is one
+forward pass, one loss, one backward pass, one gradient clip and one Adam step for all of
+them. The result is the same as training each group on its own: the same shuffles (drawn
+in the same order), the same losses per group, each network's gradient clipped to
+``max_grad_norm`` on its own, Adam's state carried over in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from gymnasium import spaces
+from torch.optim.adam import adam as adam_step
+
+from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
+from ippo_cli.networks.distributions import Categorical, DiagGaussian
+from ippo_cli.networks.stacked import NetworkStack, chain_signature, layer_chain
+
+if TYPE_CHECKING:
+    from ippo_cli.ippo import IPPO
+
+ADAM_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "fused")
+
+
+def stack_sets(agent: IPPO, batches: Mapping[str, dict[str, torch.Tensor]]) -> list[list[str]]:
+    """The networks (by id) that can learn as one stack, in sets.
+
+    A group joins a set when its actor and critic are MLP-encoder networks of one shape,
+    its actions are a 1-D Box or Discrete, it has no communication bias, and its fused
+    Adam optimizers agree on settings and step count; a set's groups also agree on all of
+    that, on their number of rows and agents, and on their hidden layers. Nothing stacks
+    with target_kl (each group stops on its own), torch_compiler, an accelerator or
+    data-parallel training.
+    """
+    if (
+        agent.target_kl is not None
+        or agent.torch_compiler is not None
+        or agent.accelerator is not None
+        or agent.data_parallel
+    ):
+        return []
+    sets: dict[Any, list[str]] = {}
+    for net_id, batch in batches.items():
+        key = _stack_key(agent, net_id, batch)
+        if key is not None:
+            sets.setdefault(key, []).append(net_id)
+    return list(sets.values())
+
+
+def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> Any:
+    from ippo_cli.ippo import group_id_of
+
+    actor, critic = agent.actors[net_id], agent.critics[net_id]
+    if agent.biases.applies_to(group_id_of(net_id)):
+        return None
+    chains = layer_chain(actor), layer_chain(critic)
+    if chains[0] is None or chains[1] is None:
+        return None
+    signature = chain_signature(chains[0])
+    if chain_signature(chains[1]) != signature:
+        return None
+    space = actor.action_space
+    if isinstance(space, spaces.Box) and len(space.shape) == 1:
+        kind: tuple = ("box", actor.squash_output)
+    elif isinstance(space, spaces.Discrete):
+        kind = ("discrete", "action_masks" in batch)
+    else:
+        return None
+    optimizers = (agent.actor_optimizers[net_id], agent.critic_optimizers[net_id])
+    adam = _adam_state(optimizers)
+    if adam is None:
+        return None
+    rows = (batch["obs"].shape[0], len(agent.members[net_id]))
+    return (rows, signature, kind, adam, str(batch["obs"].device))
+
+
+def _adam_state(optimizers: tuple[torch.optim.Optimizer, ...]) -> tuple | None:
+    """(settings, step count) shared by ``optimizers``; None when they differ, are not
+    fused Adam, or some parameters have state and others none."""
+    keys = set()
+    for opt in optimizers:
+        if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
+            return None
+        group = opt.param_groups[0]
+        if not group["fused"] or group["amsgrad"] or group["maximize"]:
+            return None
+        if any(torch.is_tensor(group[k]) for k in ("lr", "eps", "weight_decay")):
+            return None
+        params = group["params"]
+        steps = {float(opt.state[p]["step"]) if opt.state.get(p) else 0.0 for p in params}
+        if len(steps) != 1 or (steps != {0.0} and not all(opt.state.get(p) for p in params)):
+            return None
+        keys.add((tuple(group[k] for k in ADAM_SETTINGS), steps.pop()))
+    return keys.pop() if len(keys) == 1 else None
+
+
+def update_stack(
+    agent: IPPO,
+    net_ids: list[str],
+    batches: Mapping[str, dict[str, torch.Tensor]],
+    orders: Mapping[str, list[torch.Tensor]],
+) -> dict[str, dict[str, float]]:
+    """PPO epochs for the groups ``net_ids`` (a set from :func:`stack_sets`) as one stack,
+    each epoch's minibatches taken in its ``orders`` (one permutation per epoch); returns
+    each network's mean metrics, as ``IPPO._update_network`` does."""
+    actors = [agent.actors[i] for i in net_ids]
+    critics = [agent.critics[i] for i in net_ids]
+    optimizers = [agent.actor_optimizers[i] for i in net_ids]
+    optimizers += [agent.critic_optimizers[i] for i in net_ids]
+    g = len(net_ids)
+    box = isinstance(actors[0].action_space, spaces.Box)
+    extras = [[a.log_std] for a in actors] + [[None]] * g if box else None
+    stack = NetworkStack([layer_chain(net) for net in actors + critics], extras)
+    stack.load()
+    settings, step = _adam_state(tuple(optimizers))
+    adam = dict(zip(ADAM_SETTINGS, settings, strict=True))
+    state_of = {p: opt.state for opt in optimizers for p in opt.param_groups[0]["params"]}
+    steps = [torch.tensor(step, dtype=torch.float32, device=stack.device)]
+    if step > 0:
+        exp_avg = stack.pack(lambda p: state_of[p][p]["exp_avg"])
+        exp_avg_sq = stack.pack(lambda p: state_of[p][p]["exp_avg_sq"])
+    else:
+        exp_avg, exp_avg_sq = torch.zeros_like(stack.flat), torch.zeros_like(stack.flat)
+
+    data, columns = _stacked_batch(actors, [batches[i] for i in net_ids], box)
+    all_chosen = bool(data["chosen"].all())
+    n = data["obs"].shape[1]
+    size = agent.batch_size * len(agent.members[net_ids[0]])
+    rows = torch.arange(g, device=stack.device).unsqueeze(1)
+    log_std = stack.extra(0)[:g].unsqueeze(1) if box else None
+    totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
+    updates = 0
+    for epoch in range(agent.update_epochs):
+        order = torch.stack([orders[net_id][epoch] for net_id in net_ids])
+        shuffled = {k: v[rows, order] if v.shape[1] == n else v for k, v in data.items()}
+        # Actors and critics see the same observations.
+        inputs = torch.cat([shuffled["obs"], shuffled["obs"]])
+        for start in range(0, n, size):
+            part = slice(start, start + size)
+            mb = {k: v[:, part] if v.shape[1] == n else v for k, v in shuffled.items()}
+            out = stack.forward(inputs[:, part])
+            head, value = out[:g], out[g:, :, 0]
+            if box:
+                dist: Any = DiagGaussian(head, log_std, actors[0].squash_output, columns)
+            else:
+                dist = Categorical(head, mb["action_masks"])
+            chosen = None if all_chosen else mb["chosen"]
+            policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
+                dist.log_prob(mb["actions"]), dist.entropy(), value, mb, agent.clip_coef, chosen
+            )
+            loss = policy_loss - agent.ent_coef * entropy + agent.vf_coef * value_loss
+            stack.zero_grad()
+            loss.sum().backward()
+            grad = stack.gradient()
+            # Each network's gradient clipped to max_grad_norm on its own, as
+            # clip_grad_norm_ does (a row of the stack is one network).
+            norms = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+            grad.mul_((agent.max_grad_norm / (norms + 1e-6)).clamp_(max=1.0))
+            with torch.no_grad():
+                adam_step(
+                    [stack.flat],
+                    [grad],
+                    [exp_avg],
+                    [exp_avg_sq],
+                    [],
+                    steps,
+                    fused=adam["fused"],
+                    amsgrad=False,
+                    beta1=adam["betas"][0],
+                    beta2=adam["betas"][1],
+                    lr=adam["lr"],
+                    weight_decay=adam["weight_decay"],
+                    eps=adam["eps"],
+                    maximize=False,
+                )
+            totals += torch.stack(
+                [policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl, clip_frac],
+                dim=1,
+            )
+            updates += 1
+
+    stack.store()
+    stack.zero_grad()
+
+    def put(name: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+        def into(p: torch.Tensor, part: torch.Tensor) -> None:
+            entry = state_of[p].setdefault(p, {})
+            entry["step"] = steps[0].clone()
+            entry[name] = part.clone()
+
+        return into
+
+    stack.unpack(exp_avg, put("exp_avg"))
+    stack.unpack(exp_avg_sq, put("exp_avg_sq"))
+
+    means = (totals / max(updates, 1)).tolist()
+    result = {}
+    for i, net_id in enumerate(net_ids):
+        metrics = dict(zip(METRIC_NAMES[:-1], means[i], strict=True))
+        batch = batches[net_id]
+        metrics["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        metrics["updates"] = updates
+        result[net_id] = metrics
+    return result
+
+
+def _stacked_batch(
+    actors: list[Any], batches: list[dict[str, torch.Tensor]], box: bool
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The groups' flat batches as ``(G, n, ...)`` tensors, observations and actions
+    zero-padded to the widest, and (Box) the ``(G, 1, A)`` columns that are real actions.
+
+    Discrete: ``action_masks`` (True = legal) also rule out the padded actions; without
+    env masks it is ``(G, 1, A)``, shared by every row.
+    """
+    g, n = len(batches), batches[0]["obs"].shape[0]
+    device = batches[0]["obs"].device
+    widths = [b["obs"].reshape(n, -1).shape[1] for b in batches]
+    obs = torch.zeros(g, n, max(widths), device=device)
+    for i, b in enumerate(batches):
+        obs[i, :, : widths[i]] = b["obs"].reshape(n, -1)
+    data = {"obs": obs}
+    for key in ("log_probs", "values", "advantages", "returns"):
+        data[key] = torch.stack([b[key] for b in batches])
+    data["chosen"] = torch.stack([b["chosen"] for b in batches]).float()
+    dims = [int(a.head[-1].out_features) for a in actors]
+    valid = torch.zeros(g, 1, max(dims), dtype=torch.bool, device=device)
+    for i, d in enumerate(dims):
+        valid[i, :, :d] = True
+    if box:
+        actions = torch.zeros(g, n, max(dims), device=device)
+        for i, b in enumerate(batches):
+            actions[i, :, : dims[i]] = b["actions"].reshape(n, -1)
+        data["actions"] = actions
+        return data, valid.float()
+    data["actions"] = torch.stack([b["actions"].reshape(n) for b in batches])
+    if "action_masks" in batches[0]:
+        masks = torch.zeros(g, n, max(dims), dtype=torch.bool, device=device)
+        for i, b in enumerate(batches):
+            masks[i, :, : dims[i]] = b["action_masks"]
+        data["action_masks"] = masks
+    else:
+        data["action_masks"] = valid
+    return data, None

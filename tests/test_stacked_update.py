@@ -1,0 +1,109 @@
+"""Groups trained as one stack of networks learn exactly what they learn one at a time."""
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from ippo_cli import IPPO
+from ippo_cli.stacked_update import stack_sets
+
+BOX = {
+    "obs": [spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (11,), np.float32)],
+    "act": [spaces.Box(0, 1, (3,), np.float32), spaces.Box(-2, 2, (5,), np.float32)],
+}
+DISCRETE = {
+    "obs": [spaces.Box(-1, 1, (4,), np.float32), spaces.Box(-1, 1, (7,), np.float32)],
+    "act": [spaces.Discrete(3), spaces.Discrete(5)],
+}
+
+
+def _agent(spec, stack: bool, **kwargs) -> IPPO:
+    torch.manual_seed(0)
+    kwargs = {"batch_size": 32, "lr": 1e-3, "update_epochs": 3, **kwargs}
+    agent = IPPO(spec["obs"], spec["act"], ["speaker_0", "listener_0"], **kwargs)
+    agent.stack_updates = stack
+    return agent
+
+
+def _fill(agent: IPPO, seed: int, steps: int = 24, envs: int = 4):
+    """Random rollouts; some steps' actions were the env's (chosen False)."""
+    rollouts = agent.allocate_rollouts(steps, envs)
+    g = torch.Generator().manual_seed(seed)
+    for r in rollouts.values():
+        for t in (r.obs, r.log_probs, r.values, r.rewards, r.last_values):
+            t.normal_(generator=g)
+        r.ends.bernoulli_(0.05, generator=g)
+        r.valid.fill_(True)
+        r.chosen.bernoulli_(0.8, generator=g)
+        if r.actions.is_floating_point():
+            r.actions.normal_(generator=g)
+        else:
+            r.actions.random_(0, 3, generator=g)
+        if r.action_masks is not None:
+            r.action_masks.bernoulli_(0.7, generator=g)
+            r.action_masks[..., 0] = True
+    return rollouts
+
+
+def _train(spec, stack: bool, **kwargs):
+    agent = _agent(spec, stack, **kwargs)
+    metrics = []
+    for update in range(2):
+        rollouts = _fill(agent, seed=update)
+        torch.manual_seed(10 + update)
+        metrics.append(agent.update(rollouts))
+    return agent, metrics
+
+
+@pytest.mark.parametrize("spec", [BOX, DISCRETE], ids=["box", "discrete"])
+def test_stacked_update_matches_one_network_pair_at_a_time(spec):
+    stacked, stacked_metrics = _train(spec, stack=True)
+    plain, plain_metrics = _train(spec, stack=False)
+    assert stack_sets(stacked, _batches(stacked)) == [["speaker_0", "listener_0"]]
+    for net in ("speaker_0", "listener_0"):
+        for role in ("actors", "critics"):
+            mine = dict(getattr(stacked, role)[net].named_parameters())
+            theirs = dict(getattr(plain, role)[net].named_parameters())
+            for name, p in mine.items():
+                assert torch.allclose(p, theirs[name], atol=2e-5), (net, role, name)
+        for opts in ("actor_optimizers", "critic_optimizers"):
+            mine = getattr(stacked, opts)[net].state_dict()["state"]
+            theirs = getattr(plain, opts)[net].state_dict()["state"]
+            assert mine.keys() == theirs.keys()
+            for k, state in mine.items():
+                for field in ("step", "exp_avg", "exp_avg_sq"):
+                    assert torch.allclose(state[field], theirs[k][field], atol=1e-5), (net, k)
+    for mine, theirs in zip(stacked_metrics, plain_metrics, strict=True):
+        for net, values in mine.items():
+            assert values == pytest.approx(theirs[net], rel=1e-4, abs=1e-5)
+
+
+def _batches(agent):
+    rollouts = _fill(agent, seed=0)
+    return {k: r.flat_batch(agent.gamma, agent.gae_lambda) for k, r in rollouts.items()}
+
+
+def test_groups_stack_only_when_their_networks_and_batches_agree():
+    assert stack_sets(_agent(BOX, True, target_kl=0.1), _batches(_agent(BOX, True))) == []
+    signalling = _agent(BOX, True, signalling={"speaker": 0.1})
+    assert stack_sets(signalling, _batches(signalling)) == [["listener_0"]]
+    # Different hidden layers: each group is a stack of its own actor and critic.
+    agent = _agent(BOX, True)
+    wide = IPPO(
+        BOX["obs"][:1],
+        BOX["act"][:1],
+        ["speaker_0"],
+        net_config={"head_config": {"hidden_size": [32]}},
+    )
+    agent.actors["speaker_0"], agent.critics["speaker_0"] = (
+        wide.actors["speaker_0"],
+        wide.critics["speaker_0"],
+    )
+    agent.reinit_optimizers()
+    assert stack_sets(agent, _batches(agent)) == [["speaker_0"], ["listener_0"]]
+    # Different numbers of valid rows (an agent absent at some steps).
+    agent = _agent(BOX, True)
+    batches = _batches(agent)
+    batches["speaker_0"] = {k: v[:-1] for k, v in batches["speaker_0"].items()}
+    assert stack_sets(agent, batches) == [["speaker_0"], ["listener_0"]]
