@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from ippo_cli.ippo import IPPO
 
 ADAM_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "fused")
+# Minibatch rows from which a CPU's arithmetic, not the per-operation overhead, sets the
+# pace: stacking then only adds copies (and per-network threads pay, see the trainer).
+LARGE_MINIBATCH_ROWS = 2048
 
 
 def stack_sets(agent: IPPO, batches: Mapping[str, dict[str, torch.Tensor]]) -> list[list[str]]:
@@ -37,7 +40,7 @@ def stack_sets(agent: IPPO, batches: Mapping[str, dict[str, torch.Tensor]]) -> l
     Adam optimizers agree on settings and step count; a set's groups also agree on all of
     that, on their number of rows and agents, and on their hidden layers. Nothing stacks
     with target_kl (each group stops on its own), torch_compiler, an accelerator or
-    data-parallel training.
+    data-parallel training, nor on CPU from ``LARGE_MINIBATCH_ROWS`` rows per minibatch.
     """
     if (
         agent.target_kl is not None
@@ -77,7 +80,10 @@ def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> A
     adam = _adam_state(optimizers)
     if adam is None:
         return None
-    rows = (batch["obs"].shape[0], len(agent.members[net_id]))
+    agents = len(agent.members[net_id])
+    if batch["obs"].device.type == "cpu" and agent.batch_size * agents >= LARGE_MINIBATCH_ROWS:
+        return None
+    rows = (batch["obs"].shape[0], agents)
     return (rows, signature, kind, adam, str(batch["obs"].device))
 
 
@@ -138,14 +144,16 @@ def update_stack(
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
     for epoch in range(agent.update_epochs):
-        order = torch.stack([orders[net_id][epoch] for net_id in net_ids])
-        shuffled = {k: v[rows, order] if v.shape[1] == n else v for k, v in data.items()}
-        # Actors and critics see the same observations.
-        inputs = torch.cat([shuffled["obs"], shuffled["obs"]])
+        # Row order[g, j] of group g, as a row of the (G * n, ...) flattened batch.
+        order = (torch.stack([orders[net_id][epoch] for net_id in net_ids]) + rows * n).view(-1)
+        shuffled = {
+            k: v.flatten(0, 1).index_select(0, order).view(v.shape) if v.shape[1] == n else v
+            for k, v in data.items()
+        }
         for start in range(0, n, size):
             part = slice(start, start + size)
             mb = {k: v[:, part] if v.shape[1] == n else v for k, v in shuffled.items()}
-            out = stack.forward(inputs[:, part])
+            out = stack.forward(mb["obs"])  # actor g and critic g read obs g
             head, value = out[:g], out[g:, :, 0]
             if box:
                 dist: Any = DiagGaussian(head, log_std, actors[0].squash_output, columns)

@@ -27,6 +27,7 @@ from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
+from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
 
 log = logging.getLogger("ippo")
 
@@ -67,9 +68,6 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     return {
         g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
     }
-
-
-LARGE_MINIBATCH_ROWS = 2048  # from here on, more torch threads pay for themselves
 
 
 def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:

@@ -6,7 +6,7 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli import IPPO
-from ippo_cli.stacked_update import stack_sets
+from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS, stack_sets
 
 BOX = {
     "obs": [spaces.Box(-1, 1, (3,), np.float32), spaces.Box(-1, 1, (11,), np.float32)],
@@ -107,3 +107,11 @@ def test_groups_stack_only_when_their_networks_and_batches_agree():
     batches = _batches(agent)
     batches["speaker_0"] = {k: v[:-1] for k, v in batches["speaker_0"].items()}
     assert stack_sets(agent, batches) == [["speaker_0"], ["listener_0"]]
+
+
+def test_large_cpu_minibatches_train_one_network_pair_at_a_time():
+    # From LARGE_MINIBATCH_ROWS rows the arithmetic dominates; stacking would only copy.
+    big = _agent(BOX, True, batch_size=LARGE_MINIBATCH_ROWS)
+    assert stack_sets(big, _batches(big)) == []
+    small = _agent(BOX, True, batch_size=LARGE_MINIBATCH_ROWS - 1)
+    assert stack_sets(small, _batches(small)) == [["speaker_0", "listener_0"]]

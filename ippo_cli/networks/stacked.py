@@ -178,8 +178,16 @@ class NetworkStack:
         return ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(M, B, in)`` inputs (zero-padded to the widest) -> ``(M, B, out)`` outputs."""
-        for op in self._ops:
+        """``(K, B, in)`` inputs (zero-padded to the widest) -> ``(M, B, out)`` outputs.
+
+        Member ``i`` reads input ``i % K``: ``K = M`` gives each network its own input,
+        a smaller ``K`` (dividing ``M``) lets several share one (an actor and its critic
+        see the same observations) without copying it.
+        """
+        ops = self._ops
+        if x.shape[0] != self.num_members:
+            x, ops = self._shared_first_linear(x), ops[1:]
+        for op in ops:
             if op[0] == "linear":
                 x = torch.baddbmm(op[2], x, op[1])
             elif op[0] == "layer_norm":
@@ -191,6 +199,18 @@ class NetworkStack:
             else:
                 x = op[1](x)
         return x
+
+    def _shared_first_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The first Linear layer when member ``r * K + k`` reads input ``k``: one
+        ``baddbmm`` per input against its members' weights side by side."""
+        k, m = x.shape[0], self.num_members
+        r = m // k
+        weight, bias = self.stacked[0], self.stacked[1]
+        out, width = weight.shape[1], weight.shape[2]
+        weight = weight.view(r, k, out, width).permute(1, 3, 0, 2).reshape(k, width, r * out)
+        bias = bias.view(r, k, 1, out).permute(1, 2, 0, 3).reshape(k, 1, r * out)
+        y = torch.baddbmm(bias, x, weight)  # (K, B, R * out)
+        return y.view(k, -1, r, out).permute(2, 0, 1, 3).reshape(m, -1, out)
 
 
 def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
