@@ -20,8 +20,15 @@ from gymnasium import spaces
 from torch.optim.adam import adam as adam_step
 
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
-from ippo_cli.networks.distributions import Categorical, DiagGaussian
-from ippo_cli.networks.stacked import NetworkStack, chain_signature, layer_chain
+from ippo_cli.networks.stacked import (
+    NetworkStack,
+    action_columns,
+    action_kind,
+    chain_signature,
+    layer_chain,
+    padded,
+    stacked_distribution,
+)
 
 if TYPE_CHECKING:
     from ippo_cli.ippo import IPPO
@@ -69,12 +76,8 @@ def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> A
     signature = chain_signature(chains[0])
     if chain_signature(chains[1]) != signature:
         return None
-    space = actor.action_space
-    if isinstance(space, spaces.Box) and len(space.shape) == 1:
-        kind: tuple = ("box", actor.squash_output)
-    elif isinstance(space, spaces.Discrete):
-        kind = ("discrete", "action_masks" in batch)
-    else:
+    kind = action_kind(actor)
+    if kind is None:
         return None
     optimizers = (agent.actor_optimizers[net_id], agent.critic_optimizers[net_id])
     adam = _adam_state(optimizers)
@@ -84,7 +87,8 @@ def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> A
     if batch["obs"].device.type == "cpu" and agent.batch_size * agents >= LARGE_MINIBATCH_ROWS:
         return None
     rows = (batch["obs"].shape[0], agents)
-    return (rows, signature, kind, adam, str(batch["obs"].device))
+    masked = "action_masks" in batch
+    return (rows, signature, kind, masked, adam, str(batch["obs"].device))
 
 
 def _adam_state(optimizers: tuple[torch.optim.Optimizer, ...]) -> tuple | None:
@@ -135,12 +139,13 @@ def update_stack(
     else:
         exp_avg, exp_avg_sq = torch.zeros_like(stack.flat), torch.zeros_like(stack.flat)
 
-    data, columns = _stacked_batch(actors, [batches[i] for i in net_ids], box)
+    data = _stacked_batch([batches[i] for i in net_ids], box)
     all_chosen = bool(data["chosen"].all())
     n = data["obs"].shape[1]
     size = agent.batch_size * len(agent.members[net_ids[0]])
     rows = torch.arange(g, device=stack.device).unsqueeze(1)
     log_std = stack.extra(0)[:g].unsqueeze(1) if box else None
+    columns = action_columns(actors, stack.device)
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
     for epoch in range(agent.update_epochs):
@@ -155,10 +160,7 @@ def update_stack(
             mb = {k: v[:, part] if v.shape[1] == n else v for k, v in shuffled.items()}
             out = stack.forward(mb["obs"])  # actor g and critic g read obs g
             head, value = out[:g], out[g:, :, 0]
-            if box:
-                dist: Any = DiagGaussian(head, log_std, actors[0].squash_output, columns)
-            else:
-                dist = Categorical(head, mb["action_masks"])
+            dist = stacked_distribution(actors, head, log_std, columns, mb.get("action_masks"))
             chosen = None if all_chosen else mb["chosen"]
             policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
                 dist.log_prob(mb["actions"]), dist.entropy(), value, mb, agent.clip_coef, chosen
@@ -219,41 +221,18 @@ def update_stack(
     return result
 
 
-def _stacked_batch(
-    actors: list[Any], batches: list[dict[str, torch.Tensor]], box: bool
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """The groups' flat batches as ``(G, n, ...)`` tensors, observations and actions
-    zero-padded to the widest, and (Box) the ``(G, 1, A)`` columns that are real actions.
-
-    Discrete: ``action_masks`` (True = legal) also rule out the padded actions; without
-    env masks it is ``(G, 1, A)``, shared by every row.
-    """
-    g, n = len(batches), batches[0]["obs"].shape[0]
-    device = batches[0]["obs"].device
-    widths = [b["obs"].reshape(n, -1).shape[1] for b in batches]
-    obs = torch.zeros(g, n, max(widths), device=device)
-    for i, b in enumerate(batches):
-        obs[i, :, : widths[i]] = b["obs"].reshape(n, -1)
-    data = {"obs": obs}
+def _stacked_batch(batches: list[dict[str, torch.Tensor]], box: bool) -> dict[str, torch.Tensor]:
+    """The groups' flat batches as ``(G, n, ...)`` tensors, observations, Box actions
+    and action masks zero-padded to the widest."""
+    n = batches[0]["obs"].shape[0]
+    data = {"obs": padded([b["obs"].reshape(n, -1) for b in batches], torch.float32)}
     for key in ("log_probs", "values", "advantages", "returns"):
         data[key] = torch.stack([b[key] for b in batches])
     data["chosen"] = torch.stack([b["chosen"] for b in batches]).float()
-    dims = [int(a.head[-1].out_features) for a in actors]
-    valid = torch.zeros(g, 1, max(dims), dtype=torch.bool, device=device)
-    for i, d in enumerate(dims):
-        valid[i, :, :d] = True
     if box:
-        actions = torch.zeros(g, n, max(dims), device=device)
-        for i, b in enumerate(batches):
-            actions[i, :, : dims[i]] = b["actions"].reshape(n, -1)
-        data["actions"] = actions
-        return data, valid.float()
-    data["actions"] = torch.stack([b["actions"].reshape(n) for b in batches])
-    if "action_masks" in batches[0]:
-        masks = torch.zeros(g, n, max(dims), dtype=torch.bool, device=device)
-        for i, b in enumerate(batches):
-            masks[i, :, : dims[i]] = b["action_masks"]
-        data["action_masks"] = masks
+        data["actions"] = padded([b["actions"].reshape(n, -1) for b in batches], torch.float32)
     else:
-        data["action_masks"] = valid
-    return data, None
+        data["actions"] = torch.stack([b["actions"].reshape(n) for b in batches])
+    if "action_masks" in batches[0]:
+        data["action_masks"] = padded([b["action_masks"] for b in batches], torch.bool)
+    return data

@@ -27,6 +27,7 @@ from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
+from ippo_cli.stacked_acting import StackedSampler
 from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
 
 log = logging.getLogger("ippo")
@@ -410,7 +411,8 @@ class Trainer:
     def collect(self, obs: dict[str, np.ndarray], infos: dict[str, Any], stop=None):
         """Fill the rollout storage with ``num_steps`` vector steps; returns the last obs.
 
-        Each step samples one batched action per group; log-probs and values are
+        Each step samples one batched action per group, or per stack of groups
+        (:class:`~ippo_cli.stacked_acting.StackedSampler`); log-probs and values are
         computed for the whole rollout at its end (:meth:`IPPO.score_rollout`).
         A stop request abandons the partial rollout: the agent and counters stay as they
         were after the last update, which is what gets saved.
@@ -418,28 +420,34 @@ class Trainer:
         agent, env = self.agent, self.env
         members = agent.members
         start, env_time = time.perf_counter(), 0.0
+        sampler = StackedSampler(agent)  # the actors as they are for this rollout
         for t in range(self.num_steps):
             if stop is not None and stop.requested:
                 return obs, infos
             for i, a in enumerate(self.agent_ids):
                 self._valid[t, :, i] = infos[a]["active"]
             self._chosen[t] = self._valid[t]
+            group_obs, group_masks = {}, {}
+            for net_id, agents in members.items():
+                roll, cols = self.rollouts[net_id], self._columns[net_id]
+                x = agent.group_observations(net_id, obs, agents)[0]
+                self._check_finite_obs(x, agents, t)
+                roll.obs[t] = torch.from_numpy(x)
+                group_obs[net_id], group_masks[net_id] = roll.obs[t].flatten(0, 1), None
+                if roll.action_masks is not None:
+                    space = agent.action_spaces[agents[0]]
+                    active = self._valid[t][:, cols]
+                    masks = action_masks(infos, agents, space, self.num_envs, active)
+                    roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
+                    if masks is not None:
+                        group_masks[net_id] = roll.action_masks[t].flatten(0, 1)
+            sampled = sampler.sample(group_obs, group_masks)
             actions: dict[str, np.ndarray] = {}
             for net_id, agents in members.items():
                 roll, cols = self.rollouts[net_id], self._columns[net_id]
                 space = agent.action_spaces[agents[0]]
-                shape = (self.num_envs, len(agents))
-                x = agent.group_observations(net_id, obs, agents)[0]
-                self._check_finite_obs(x, agents, t)
-                roll.obs[t] = torch.from_numpy(x)
-                mask = None
-                if roll.action_masks is not None:
-                    active = self._valid[t][:, cols]
-                    masks = action_masks(infos, agents, space, self.num_envs, active)
-                    roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
-                    mask = None if masks is None else roll.action_masks[t].flatten(0, 1)
-                action = agent.sample_group(net_id, roll.obs[t].flatten(0, 1), mask=mask)
-                action = action.reshape(*shape, *action.shape[1:])
+                action = sampled[net_id]
+                action = action.reshape(self.num_envs, len(agents), *action.shape[1:])
                 env_action = agent.actors[net_id].env_action(action).cpu().numpy()
                 imposed = env_defined_actions(infos, agents, space, self.num_envs)
                 if imposed is not None:

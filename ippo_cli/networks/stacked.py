@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from gymnasium import spaces
 from torch import nn
 from torch.nn import functional as F
 
 from ippo_cli.networks.actor_critic import StochasticActor, ValueNetwork
+from ippo_cli.networks.distributions import Categorical, DiagGaussian
 from ippo_cli.networks.encoders import MLPEncoder
 from ippo_cli.networks.mlp import ACTIVATIONS
 
@@ -45,6 +47,48 @@ def layer_chain(net: nn.Module) -> list[nn.Module] | None:
     if not isinstance(layers[-1], nn.Linear) or layers[-1].bias is None:
         return None
     return layers
+
+
+def action_kind(actor: StochasticActor) -> tuple | None:
+    """What must agree for actors' distributions to stack: a 1-D Box (and whether it is
+    squashed) or a Discrete; None for other action spaces."""
+    space = actor.action_space
+    if isinstance(space, spaces.Box) and len(space.shape) == 1:
+        return ("box", actor.squash_output)
+    if isinstance(space, spaces.Discrete):
+        return ("discrete",)
+    return None
+
+
+def stacked_distribution(
+    actors: Sequence[StochasticActor],
+    head: torch.Tensor,
+    log_std: torch.Tensor | None,
+    columns: torch.Tensor,
+    masks: torch.Tensor | None = None,
+) -> DiagGaussian | Categorical:
+    """The action distributions of G stacked actors (one :func:`action_kind`) from their
+    ``(G, B, A)`` head outputs, the padded columns (``columns`` False, see
+    :func:`action_columns`) left out: a diagonal Gaussian with the ``(G, 1, A)``
+    ``log_std`` (Box), or a categorical whose ``masks`` (True = legal, ``(G, B, A)`` or
+    None) are narrowed to each actor's own actions (Discrete)."""
+    if action_kind(actors[0])[0] == "box":
+        return DiagGaussian(head, log_std, actors[0].squash_output, columns.to(head.dtype))
+    return Categorical(head, columns if masks is None else masks & columns)
+
+
+def action_width(actor: StochasticActor) -> int:
+    """The number of head outputs of ``actor``: its action's dimensions or choices."""
+    return int(actor.head[-1].out_features)
+
+
+def action_columns(actors: Sequence[StochasticActor], device: torch.device) -> torch.Tensor:
+    """``(G, 1, A)``: True where column ``a`` is one of actor ``g``'s actions."""
+    dims = [action_width(actor) for actor in actors]
+    columns = torch.zeros(len(dims), 1, max(dims), dtype=torch.bool, device=device)
+    for g, d in enumerate(dims):
+        columns[g, :, :d] = True
+    return columns
 
 
 def chain_signature(layers: Sequence[nn.Module]) -> tuple:
@@ -211,6 +255,16 @@ class NetworkStack:
         bias = bias.view(r, k, 1, out).permute(1, 2, 0, 3).reshape(k, 1, r * out)
         y = torch.baddbmm(bias, x, weight)  # (K, B, R * out)
         return y.view(k, -1, r, out).permute(2, 0, 1, 3).reshape(m, -1, out)
+
+
+def padded(parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(..., w_g)`` tensors of one leading shape as one ``(G, ..., max w)``, zero
+    (False) beyond each one's width."""
+    shape = (len(parts), *parts[0].shape[:-1], max(p.shape[-1] for p in parts))
+    out = torch.zeros(shape, dtype=dtype or parts[0].dtype, device=parts[0].device)
+    for g, part in enumerate(parts):
+        out[g, ..., : part.shape[-1]] = part
+    return out
 
 
 def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
