@@ -6,7 +6,8 @@ All figures come from one run on one machine, so they can be compared as ratios:
   config's num_envs and workers (actions pre-sampled, so only env stepping is timed);
 - training: env steps/s of the trainer at the reference's example config (speaker_listener,
   continuous actions, 8 envs, learn_step 2048, batch_size 128, 4 epochs), and its ratio
-  to the ceiling of the vector env it uses;
+  to the ceiling of the vector env it uses; and (sync) the same with the learner training
+  one network pair at a time instead of as one stack;
 - breakdown: share of the training loop's wall time in env stepping, action selection,
   learning and logging;
 - scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128, sync and with 1 and 2
@@ -181,6 +182,26 @@ def main() -> None:
             ]
             for k, v in result["reference_config"].items()
         ],
+    )
+    # The same sync run with the learner training one network pair at a time (acting
+    # still stacked), for the stacked learner's share of the speed-up.
+    from ippo_cli.ippo import IPPO
+
+    IPPO.stack_updates = False
+    try:
+        pairwise = training(REFERENCE + ["hardware.vec_env=sync"], rollouts)
+    finally:
+        IPPO.stack_updates = True
+    result["sync_learner_one_pair_at_a_time"] = {
+        "training_steps_per_second": pairwise["steps_per_second"],
+        "ratio_to_ceiling": pairwise["steps_per_second"] / ceilings["sync"],
+        "share": pairwise["share"],
+    }
+    text += (
+        "sync, learner one network pair at a time (IPPO.stack_updates=False): "
+        f"{pairwise['steps_per_second']:,.0f} steps/s "
+        f"({pairwise['steps_per_second'] / ceilings['sync']:.0%} of the ceiling), "
+        f"learning {pairwise['share']['learn']:.0%} of the loop\n"
     )
     text += table(
         "breakdown of the training loop's wall time",
