@@ -29,15 +29,16 @@ def gae(
     a terminal state. ``last_values`` are the values of the observations after the last
     step.
     """
-    advantages = torch.zeros_like(rewards)
-    next_adv = torch.zeros_like(last_values)
-    next_values = last_values
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        not_end = 1.0 - ends[t]
-        delta = rewards[t] + gamma * (next_values * not_end + bootstrap[t]) - values[t]
-        next_adv = delta + gamma * gae_lambda * not_end * next_adv
-        advantages[t] = next_adv
-        next_values = values[t]
+    not_end = 1.0 - ends
+    next_values = torch.cat([values[1:], last_values.unsqueeze(0)])
+    delta = rewards + gamma * (next_values * not_end + bootstrap) - values
+    decay = (gamma * gae_lambda) * not_end
+    # A[t] = delta[t] + decay[t] * A[t + 1]: everything but this recursion is computed for
+    # all steps at once, and each step of it is one operation written in place.
+    advantages = torch.empty_like(rewards)
+    advantages[-1] = delta[-1]
+    for t in range(rewards.shape[0] - 2, -1, -1):
+        torch.addcmul(delta[t], decay[t], advantages[t + 1], out=advantages[t])
     return advantages
 
 
