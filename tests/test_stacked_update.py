@@ -36,8 +36,8 @@ def _fill(agent: IPPO, seed: int, steps: int = 24, envs: int = 4):
         r.ends.bernoulli_(0.05, generator=g)
         r.valid.fill_(True)
         r.chosen.bernoulli_(0.8, generator=g)
-        if r.actions.is_floating_point():
-            r.actions.normal_(generator=g)
+        if r.actions.is_floating_point():  # in (-1, 1): valid squashed actions too
+            r.actions.uniform_(-0.99, 0.99, generator=g)
         else:
             r.actions.random_(0, 3, generator=g)
         if r.action_masks is not None:
@@ -56,10 +56,14 @@ def _train(spec, stack: bool, **kwargs):
     return agent, metrics
 
 
-@pytest.mark.parametrize("spec", [BOX, DISCRETE], ids=["box", "discrete"])
-def test_stacked_update_matches_one_network_pair_at_a_time(spec):
-    stacked, stacked_metrics = _train(spec, stack=True)
-    plain, plain_metrics = _train(spec, stack=False)
+@pytest.mark.parametrize(
+    "spec, kwargs",
+    [(BOX, {}), (BOX, {"net_config": {"squash_output": True}}), (DISCRETE, {})],
+    ids=["box", "box-squashed", "discrete"],
+)
+def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
+    stacked, stacked_metrics = _train(spec, stack=True, **kwargs)
+    plain, plain_metrics = _train(spec, stack=False, **kwargs)
     assert stack_sets(stacked, _batches(stacked)) == [["speaker_0", "listener_0"]]
     for net in ("speaker_0", "listener_0"):
         for role in ("actors", "critics"):
