@@ -19,6 +19,7 @@ the whole stack (see :mod:`ippo_cli.stacked_update`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -116,9 +117,9 @@ class NetworkStack:
     tensors.
 
     :attr:`flat` holds every parameter, one row per network; the stacked tensors
-    (:attr:`stacked`, leaves for autograd) are views of it. :meth:`forward` takes
-    ``(M, B, in)`` inputs; :meth:`load` copies the networks' parameters in and
-    :meth:`store` copies them back.
+    (:attr:`stacked`, leaves for autograd) are views of it. :meth:`forward` maps
+    ``(K, B, in)`` inputs to ``(M, B, out)`` outputs; :meth:`load` copies the networks'
+    parameters in and :meth:`store` copies them back.
     """
 
     def __init__(
@@ -140,7 +141,7 @@ class NetworkStack:
         first = next(p for p in self.slots[0] if p is not None)
         self.device = first.device
         self.shapes = [_max_shape([p.shape for p in slot if p is not None]) for slot in self.slots]
-        width = sum(_numel(shape) for shape in self.shapes)
+        width = sum(math.prod(shape) for shape in self.shapes)
         self.flat = torch.zeros(m, width, device=self.device, dtype=first.dtype)
         # detach(): each a leaf of its own, so that views of it (transpose) reach it.
         self.stacked = [view.detach().requires_grad_() for view in self._views(self.flat)]
@@ -176,25 +177,19 @@ class NetworkStack:
             self.unpack(self.flat, lambda p, value: p.copy_(value))
 
     def zero_grad(self) -> None:
+        """Forget the stacked tensors' gradients (the next backward pass sets them)."""
         for p in self.stacked:
             p.grad = None
 
     def gradient(self) -> torch.Tensor:
         """The stacked tensors' gradients, laid out like :attr:`flat`."""
-        return torch.cat(
-            [
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(
-                    self.num_members, -1
-                )
-                for p in self.stacked
-            ],
-            dim=1,
-        )
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.stacked]
+        return torch.cat([g.reshape(self.num_members, -1) for g in grads], dim=1)
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         views, offset = [], 0
         for shape in self.shapes:
-            size = _numel(shape)
+            size = math.prod(shape)
             views.append(flat[:, offset : offset + size].view(self.num_members, *shape))
             offset += size
         return views
@@ -269,13 +264,6 @@ def padded(parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> t
 
 def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
     return tuple(max(dims) for dims in zip(*shapes, strict=True))
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _corner(shape: Sequence[int]) -> tuple[slice, ...]:
