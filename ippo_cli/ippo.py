@@ -814,7 +814,8 @@ class IPPO:
         batch = {**batch, "chosen": batch["chosen"].float()}
         for order in orders:
             # One shuffle per epoch; its minibatches are then contiguous slices (views).
-            shuffled = {k: v[order] for k, v in batch.items()}
+            # index_select gathers rows several times faster than v[order].
+            shuffled = {k: v.index_select(0, order) for k, v in batch.items()}
             for start in range(0, n, size):
                 mb = {k: v[start : start + size] for k, v in shuffled.items()}
                 masks = mb.get("action_masks")

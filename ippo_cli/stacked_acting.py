@@ -72,7 +72,7 @@ class StackedSampler:
                 if any(masks[i] is not None for i in ids):
                     # A group without a mask may take any of its actions.
                     mask = padded([_legal(masks[i], rows, columns[g]) for g, i in enumerate(ids)])
-                log_std = stack.extra(0).unsqueeze(1) if box else None
+                log_std = stack.extra(0) if box else None
                 dist = stacked_distribution(actors, stack.forward(x), log_std, columns, mask)
                 sampled = dist.sample()
                 for g, (net_id, actor) in enumerate(zip(ids, actors, strict=True)):

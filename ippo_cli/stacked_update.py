@@ -144,7 +144,7 @@ def update_stack(
     n = data["obs"].shape[1]
     size = agent.batch_size * len(agent.members[net_ids[0]])
     rows = torch.arange(g, device=stack.device).unsqueeze(1)
-    log_std = stack.extra(0)[:g].unsqueeze(1) if box else None
+    log_std = stack.extra(0)[:g] if box else None
     columns = action_columns(actors, stack.device)
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
@@ -203,7 +203,7 @@ def update_stack(
         def into(p: torch.Tensor, part: torch.Tensor) -> None:
             entry = state_of[p].setdefault(p, {})
             entry["step"] = steps[0].clone()
-            entry[name] = part.clone()
+            entry[name] = part.clone(memory_format=torch.contiguous_format)
 
         return into
 

@@ -14,7 +14,10 @@ real entry gets exactly the gradient it would get in its own network.
 
 All parameters live in one ``(M, width)`` buffer, one row per network, and so do their
 gradients (:meth:`NetworkStack.gradient`), so one Adam step, one norm and one clip cover
-the whole stack (see :mod:`ippo_cli.stacked_update`).
+the whole stack (see :mod:`ippo_cli.stacked_update`). Each stacked parameter is kept in
+the shape its operation reads (a Linear weight transposed to ``(M, in, out)``, a vector
+as ``(M, 1, n)``): a forward pass then takes no views of them, whose backward would
+otherwise rebuild every gradient at full size.
 """
 
 from __future__ import annotations
@@ -131,7 +134,8 @@ class NetworkStack:
         self.num_members = m = len(self.chains)
         extras = [list(e) for e in extras] if extras is not None else [[] for _ in range(m)]
         # slots[k][i]: member i's k-th parameter (None: it has none there, e.g. a critic's
-        # log-std slot); each slot is one stacked tensor of the largest member's shape.
+        # log-std slot); each slot is one stacked tensor of the largest member's shape,
+        # laid out as _stored() turns a parameter.
         layer_params = [[p for layer in chain for p in layer.parameters()] for chain in chains]
         self.num_layer_params = len(layer_params[0])
         self.slots: list[list[torch.Tensor | None]] = [
@@ -140,10 +144,12 @@ class NetworkStack:
         self.slots += [list(group) for group in zip(*extras, strict=True)]
         first = next(p for p in self.slots[0] if p is not None)
         self.device = first.device
-        self.shapes = [_max_shape([p.shape for p in slot if p is not None]) for slot in self.slots]
+        self.shapes = [
+            _max_shape([_stored(p).shape for p in slot if p is not None]) for slot in self.slots
+        ]
         width = sum(math.prod(shape) for shape in self.shapes)
         self.flat = torch.zeros(m, width, device=self.device, dtype=first.dtype)
-        # detach(): each a leaf of its own, so that views of it (transpose) reach it.
+        # detach(): each a leaf of its own, sharing the buffer's memory.
         self.stacked = [view.detach().requires_grad_() for view in self._views(self.flat)]
         self._ops = self._build_ops()
 
@@ -156,15 +162,18 @@ class NetworkStack:
         for slot, view in zip(self.slots, self._views(out), strict=True):
             for i, p in enumerate(slot):
                 if p is not None:
-                    view[i][_corner(p.shape)].copy_(value_of(p))
+                    value = _stored(value_of(p))
+                    view[i][_corner(value.shape)].copy_(value)
         return out
 
     def unpack(self, flat: torch.Tensor, put: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
-        """``put(p, value)`` for each member parameter ``p``, ``value`` its part of ``flat``."""
+        """``put(p, value)`` for each member parameter ``p``, ``value`` its part of ``flat``
+        in ``p``'s shape (a view, transposed for a weight)."""
         for slot, view in zip(self.slots, self._views(flat), strict=True):
             for i, p in enumerate(slot):
                 if p is not None:
-                    put(p, view[i][_corner(p.shape)])
+                    part = view[i][_corner(_stored(p).shape)]
+                    put(p, part.t() if p.dim() == 2 else part.view(p.shape))
 
     def load(self) -> None:
         """Copy the member networks' parameters into the stack."""
@@ -197,7 +206,7 @@ class NetworkStack:
     # ---------------------------------------------------------------- forward
 
     def extra(self, k: int) -> torch.Tensor:
-        """The stacked ``k``-th extra parameter, ``(M, *shape)``."""
+        """The stacked ``k``-th extra parameter: ``(M, 1, n)`` for a vector."""
         return self.stacked[self.num_layer_params + k]
 
     def _build_ops(self) -> list[tuple]:
@@ -205,13 +214,15 @@ class NetworkStack:
         k = 0
         for layer in self.chains[0]:
             n = len(list(layer.parameters()))
-            params = tuple(p.unsqueeze(1) if p.dim() == 2 else p for p in self.stacked[k : k + n])
+            params = tuple(self.stacked[k : k + n])
             k += n
             if isinstance(layer, nn.Linear):
-                weight_t = self.stacked[k - n].transpose(1, 2)
-                ops.append(("linear", weight_t, params[1]))
+                ops.append(("linear", *params))
             elif isinstance(layer, nn.LayerNorm):
-                ops.append(("layer_norm", tuple(layer.normalized_shape), layer.eps, *params))
+                # Passing a weight of ones takes torch's faster affine kernel; the stacked
+                # weight and bias then apply per network.
+                ones = torch.ones(layer.normalized_shape, device=self.device)
+                ops.append(("layer_norm", tuple(layer.normalized_shape), layer.eps, ones, *params))
             else:
                 ops.append(("elementwise", layer))
         return ops
@@ -230,11 +241,11 @@ class NetworkStack:
             if op[0] == "linear":
                 x = torch.baddbmm(op[2], x, op[1])
             elif op[0] == "layer_norm":
-                x = F.layer_norm(x, op[1], eps=op[2])
-                if len(op) == 5:
-                    x = torch.addcmul(op[4], x, op[3])
-                elif len(op) == 4:
-                    x = x * op[3]
+                x = F.layer_norm(x, op[1], op[3], eps=op[2])
+                if len(op) == 6:
+                    x = torch.addcmul(op[5], x, op[4])
+                elif len(op) == 5:
+                    x = x * op[4]
             else:
                 x = op[1](x)
         return x
@@ -245,8 +256,8 @@ class NetworkStack:
         k, m = x.shape[0], self.num_members
         r = m // k
         weight, bias = self.stacked[0], self.stacked[1]
-        out, width = weight.shape[1], weight.shape[2]
-        weight = weight.view(r, k, out, width).permute(1, 3, 0, 2).reshape(k, width, r * out)
+        width, out = weight.shape[1], weight.shape[2]
+        weight = weight.view(r, k, width, out).permute(1, 2, 0, 3).reshape(k, width, r * out)
         bias = bias.view(r, k, 1, out).permute(1, 2, 0, 3).reshape(k, 1, r * out)
         y = torch.baddbmm(bias, x, weight)  # (K, B, R * out)
         return y.view(k, -1, r, out).permute(2, 0, 1, 3).reshape(m, -1, out)
@@ -260,6 +271,12 @@ def padded(parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> t
     for g, part in enumerate(parts):
         out[g, ..., : part.shape[-1]] = part
     return out
+
+
+def _stored(p: torch.Tensor) -> torch.Tensor:
+    """``p`` as the stack keeps it: a weight ``(out, in)`` transposed to ``(in, out)``
+    (what ``baddbmm`` reads), a vector ``(n,)`` as ``(1, n)`` (it broadcasts over rows)."""
+    return p.t() if p.dim() == 2 else p.view(1, -1)
 
 
 def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
