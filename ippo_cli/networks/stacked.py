@@ -221,7 +221,7 @@ class NetworkStack:
             elif isinstance(layer, nn.LayerNorm):
                 # Passing a weight of ones takes torch's faster affine kernel; the stacked
                 # weight and bias then apply per network.
-                ones = torch.ones(layer.normalized_shape, device=self.device)
+                ones = self.flat.new_ones(layer.normalized_shape)
                 ops.append(("layer_norm", tuple(layer.normalized_shape), layer.eps, ones, *params))
             else:
                 ops.append(("elementwise", layer))
@@ -276,7 +276,7 @@ def padded(parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> t
 def _stored(p: torch.Tensor) -> torch.Tensor:
     """``p`` as the stack keeps it: a weight ``(out, in)`` transposed to ``(in, out)``
     (what ``baddbmm`` reads), a vector ``(n,)`` as ``(1, n)`` (it broadcasts over rows)."""
-    return p.t() if p.dim() == 2 else p.view(1, -1)
+    return p.t() if p.dim() == 2 else p.reshape(1, -1)
 
 
 def _max_shape(shapes: Sequence[torch.Size]) -> tuple[int, ...]:
