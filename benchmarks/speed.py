@@ -14,7 +14,9 @@ All figures come from one run on one machine, so they can be compared as ratios:
   async workers;
 - agents: the learner's own time per env step (action selection plus learning, env
   stepping excluded) on simple_spread with 2, 8 and 32 homogeneous agents, the fastest
-  of three interleaved runs each;
+  of three interleaved runs each; with the arithmetic its networks do per env step and
+  the rate that gives, next to this machine's float32 matmul rate, to tell time spent
+  computing from time spent dispatching;
 - memory: peak RSS of an `ippo train` process at the reference config.
 
     python -m benchmarks.speed [--quick]
@@ -107,7 +109,45 @@ def training(overrides: list[str], rollouts: int = 4) -> dict:
         "env_steps": steps,
         "share": {k: t[k] / loop for k in ("env", "act", "learn", "log")},
         "learner_seconds_per_env_step": (t["act"] + t["learn"]) / steps,
+        "network_flops_per_env_step": network_flops_per_env_step(trainer.agent),
     }
+
+
+def network_flops_per_env_step(agent) -> float:
+    """Floating-point operations of the networks' Linear layers per env step: each agent
+    row goes once through its actor while acting, once through actor and critic when the
+    rollout is scored, and update_epochs times forward and backward (about 3x a forward
+    pass) through both while learning."""
+    from torch import nn
+
+    def macs(net) -> int:  # multiply-adds per row
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        return sum(m.in_features * m.out_features for m in linears)
+
+    total = 0
+    for net_id, members in agent.members.items():
+        actor, critic = macs(agent.actors[net_id]), macs(agent.critics[net_id])
+        per_row = actor + (actor + critic) + agent.update_epochs * 3 * (actor + critic)
+        total += 2 * len(members) * per_row
+    return float(total)
+
+
+def matmul_gflops(threads: int, seconds: float = 1.0) -> float:
+    """This machine's float32 matmul rate at ``threads`` torch threads: a (4096, 256) x
+    (256, 256) product, the size of a large minibatch through a hidden layer."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(4096, 256), torch.randn(256, 256)
+        for _ in range(5):
+            a @ b
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            n += 1
+        return n * 2 * 4096 * 256 * 256 / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.set_num_threads(before)
 
 
 def peak_rss_mb(overrides: list[str], steps: int) -> float:
@@ -261,6 +301,7 @@ def main() -> None:
     # interleaved runs and the fastest is kept, so one noisy moment does not decide it.
     counts = (2, 8, 32)
     times: dict[int, list[float]] = {n: [] for n in counts}
+    flops: dict[int, float] = {}
     for _ in range(REPEATS):
         for n in counts:
             over = [
@@ -273,20 +314,43 @@ def main() -> None:
             ]
             run = training(over, rollouts)
             times[n].append(1000 * run["learner_seconds_per_env_step"])
+            flops[n] = run["network_flops_per_env_step"]
     agents = [
-        {"agents": n, "learner_ms_per_env_step": min(times[n]), "runs_ms": times[n]} for n in counts
+        {
+            "agents": n,
+            "learner_ms_per_env_step": min(times[n]),
+            "runs_ms": times[n],
+            "network_mflop_per_env_step": flops[n] / 1e6,
+            "learner_gflops": flops[n] / min(times[n]) / 1e6,
+        }
+        for n in counts
     ]
     base = agents[0]["learner_ms_per_env_step"]
     for a in agents:
         a["ratio_to_2_agents"] = a["learner_ms_per_env_step"] / base
     result["agents"] = agents
+    rates = {threads: matmul_gflops(threads) for threads in sorted({1, os.cpu_count() or 1})}
+    result["matmul_gflops_by_threads"] = rates
     text += table(
         "simple_spread: learner time per env step (act + learn, env excluded)",
-        ["agents", "learner ms / env step", "ratio to 2 agents"],
+        ["agents", "learner ms / env step", "ratio to 2 agents", "MFLOP / env step", "GFLOP/s"],
         [
-            [a["agents"], f"{a['learner_ms_per_env_step']:.3f}", f"{a['ratio_to_2_agents']:.2f}"]
+            [
+                a["agents"],
+                f"{a['learner_ms_per_env_step']:.3f}",
+                f"{a['ratio_to_2_agents']:.2f}",
+                f"{a['network_mflop_per_env_step']:.2f}",
+                f"{a['learner_gflops']:.1f}",
+            ]
             for a in agents
         ],
+    )
+    text += (
+        "MFLOP / env step: the networks' Linear layers (acting, scoring, each epoch forward and "
+        "backward); GFLOP/s: that over the learner's time. This machine's float32 matmul "
+        "rate, (4096, 256) x (256, 256): "
+        + ", ".join(f"{r:.0f} GFLOP/s at {t} thread{'s' * (t > 1)}" for t, r in rates.items())
+        + "\n"
     )
 
     result["peak_rss_mb"] = peak_rss_mb(REFERENCE, 4096 if args.quick else 8192)
