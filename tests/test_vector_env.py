@@ -738,9 +738,15 @@ def test_auto_vec_env_uses_workers_only_when_they_can_run_side_by_side(monkeypat
 
     monkeypatch.setattr(launchers, "available_cores", lambda: 2)
     assert vec_env_kind("auto", num_envs=8, num_workers=None) == "async"
-    # A fast env steps in-process: worker round trips would cost more than they save.
+    # A fast env steps in-process: worker round trips would cost more than they save...
     assert vec_env_kind("auto", num_envs=8, num_workers=None, step_seconds=2e-4) == "sync"
     assert vec_env_kind("auto", num_envs=8, num_workers=None, step_seconds=5e-3) == "async"
+    # ...unless each worker gets enough of them: 16 envs of 0.2 ms is 3.2 ms per step.
+    assert vec_env_kind("auto", num_envs=32, num_workers=None, step_seconds=2e-4) == "async"
+    assert vec_env_kind("auto", num_envs=32, num_workers=None, step_seconds=2e-5) == "sync"
+    # The share counts the envs per worker that will actually run: 5 envs on 2 -> 3.
+    assert vec_env_kind("auto", num_envs=5, num_workers=None, step_seconds=3.4e-4) == "async"
+    assert vec_env_kind("auto", num_envs=4, num_workers=None, step_seconds=3.4e-4) == "sync"
     assert vec_env_kind("auto", num_envs=1, num_workers=None) == "sync"
     assert vec_env_kind("auto", num_envs=8, num_workers=1) == "sync"
     assert vec_env_kind("sync", num_envs=8, num_workers=None) == "sync"
@@ -755,10 +761,10 @@ def test_auto_vec_env_times_the_env_and_picks_in_process_stepping_for_mpe(monkey
     from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv
 
     monkeypatch.setattr(launchers, "available_cores", lambda: 2)
-    cfg = train_config(["env=simple_spread", "env.num_envs=4"]).env
+    cfg = train_config(["env=simple_spread", "env.num_envs=2"]).env
     seconds = env_step_seconds(build_env(cfg.factory, cfg.kwargs))
     assert seconds is not None and 0 < seconds < 1e-2
-    env = make_train_env(cfg, 4, "auto", None)
+    env = make_train_env(cfg, 2, "auto", None)  # one env per worker: too little to share
     try:
         assert isinstance(env, SyncVecEnv)
     finally:
