@@ -89,7 +89,7 @@ class AlgorithmConfig:
 class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 1  # torch threads; 0 = torch's default
-    learn_threads: int | None = None  # torch threads while learning; null = auto (trainer.py)
+    learn_threads: int | None = None  # threads for scoring and learning; null = auto (trainer.py)
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync | auto (async for slow envs with 2+ cores and envs)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)

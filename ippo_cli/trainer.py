@@ -11,6 +11,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,14 +382,21 @@ class Trainer:
             distributed.shutdown()
 
     def learn(self) -> dict[str, dict[str, float]]:
-        """One update from the collected rollout, on ``hardware.learn_threads`` torch
-        threads: the envs wait meanwhile, so their cores are free for matrix products."""
+        """One update from the collected rollout."""
+        with self._learn_threads():
+            return self.agent.update(self.rollouts)
+
+    @contextmanager
+    def _learn_threads(self) -> Iterator[None]:
+        """``hardware.learn_threads`` torch threads for work done while the envs wait
+        (scoring a rollout, learning from it): their cores are free for matrix products."""
         threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
         if threads == self.act_threads:
-            return self.agent.update(self.rollouts)
+            yield
+            return
         torch.set_num_threads(threads)
         try:
-            return self.agent.update(self.rollouts)
+            yield
         finally:
             torch.set_num_threads(self.act_threads)
 
@@ -472,9 +481,10 @@ class Trainer:
             for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
                 steps = getattr(self, f"_{field}")[:, :, cols]
                 getattr(roll, field).copy_(torch.from_numpy(steps))
-            agent.score_rollout(net_id, roll)
-            x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
-            value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
+            with self._learn_threads():  # forward passes over the whole rollout
+                agent.score_rollout(net_id, roll)
+                x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
+                value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
             roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.steps_per_rollout
         agent.steps[-1] = self.progress.env_steps

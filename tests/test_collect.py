@@ -72,15 +72,21 @@ def test_learning_uses_more_threads_only_for_large_minibatches():
     assert learn_threads_auto(_Agent(rows, [32]), Context()) == available_cores()
 
 
-def test_learning_threads_apply_during_the_update_only(tmp_path):
+def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):
     overrides = probe_overrides("ConstantRewardEnv") + ["hardware.learn_threads=2"]
-    trainer = _collected(tmp_path, overrides)
+    trainer = Trainer(train_config(FAST + overrides), tmp_path)
     seen = []
-    update = trainer.agent.update
-    trainer.agent.update = lambda rollouts: seen.append(torch.get_num_threads()) or update(rollouts)
+    agent = trainer.agent
+    sample, score, update = agent.sample_group, agent.score_rollout, agent.update
+    agent.sample_group = lambda *a: seen.append(("act", torch.get_num_threads())) or sample(*a)
+    agent.score_rollout = lambda *a: seen.append(("score", torch.get_num_threads())) or score(*a)
+    agent.update = lambda rollouts: (
+        seen.append(("learn", torch.get_num_threads())) or update(rollouts)
+    )
     try:
+        trainer.collect(*trainer.env.reset(seed=0))
         trainer.learn()
-        assert seen == [2]
+        assert set(seen) == {("act", 1), ("score", 2), ("learn", 2)}
         assert torch.get_num_threads() == 1  # hardware.threads, for acting
     finally:
         trainer.close()
