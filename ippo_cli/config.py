@@ -91,7 +91,7 @@ class HardwareConfig:
     threads: int = 1  # torch threads; 0 = torch's default
     learn_threads: int | None = None  # threads for scoring and learning; null = auto (trainer.py)
     torch_compile: str | None = None  # default | reduce-overhead | max-autotune
-    vec_env: str = "async"  # async | sync | auto (async for slow envs with 2+ cores and envs)
+    vec_env: str = "async"  # async | sync | auto (factory.vec_env_kind)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
     distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from gymnasium import spaces
 from torch.optim.adam import adam as adam_step
 
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
@@ -125,7 +124,7 @@ def update_stack(
     optimizers = [agent.actor_optimizers[i] for i in net_ids]
     optimizers += [agent.critic_optimizers[i] for i in net_ids]
     g = len(net_ids)
-    box = isinstance(actors[0].action_space, spaces.Box)
+    box = action_kind(actors[0])[0] == "box"
     extras = [[a.log_std] for a in actors] + [[None]] * g if box else None
     stack = NetworkStack([layer_chain(net) for net in actors + critics], extras)
     stack.load()

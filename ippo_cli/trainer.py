@@ -482,16 +482,16 @@ class Trainer:
             obs, rewards, terms, truncs, infos = env.step(actions)
             env_time += time.perf_counter() - t0
             self._store_outcome(t, rewards, terms, truncs, infos)
-        for net_id, agents in members.items():
-            roll, cols = self.rollouts[net_id], self._columns[net_id]
-            for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
-                steps = getattr(self, f"_{field}")[:, :, cols]
-                getattr(roll, field).copy_(torch.from_numpy(steps))
-            with self._learn_threads():  # forward passes over the whole rollout
+        with self._learn_threads():  # forward passes over the whole rollout
+            for net_id, agents in members.items():
+                roll, cols = self.rollouts[net_id], self._columns[net_id]
+                for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
+                    steps = getattr(self, f"_{field}")[:, :, cols]
+                    getattr(roll, field).copy_(torch.from_numpy(steps))
                 agent.score_rollout(net_id, roll)
                 x = torch.from_numpy(agent.group_observations(net_id, obs, agents)[0])
                 value = agent.value_group(net_id, x.to(self.device).flatten(0, 1))
-            roll.last_values.copy_(value.reshape(roll.last_values.shape))
+                roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.steps_per_rollout
         agent.steps[-1] = self.progress.env_steps
         self._time(env=env_time, act=time.perf_counter() - start - env_time)
