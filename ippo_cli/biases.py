@@ -134,9 +134,23 @@ class CommunicationBiases:
             for g, v in (listening or {}).items()
         }
 
-    def applies_to(self, group: str) -> bool:
-        """Whether ``group``'s actor loss has a bias term."""
-        return self.signalling.get(group, 0.0) > 0 or self.listening.get(group, (0.0,))[0] > 0
+    def signals(self, group: str) -> bool:
+        """Whether ``group``'s actor loss has a positive-signalling term."""
+        return self.signalling.get(group, 0.0) > 0
+
+    def listens(self, group: str) -> bool:
+        """Whether ``group``'s actor loss has a positive-listening term (which runs the
+        actor a second time, on observations with swapped messages)."""
+        return self.listening.get(group, (0.0,))[0] > 0
+
+    def signalling_term(
+        self, group: str, dist: Any, weight: torch.Tensor | None
+    ) -> torch.Tensor | float:
+        """``group``'s weighted positive-signalling term for one minibatch (0.0 if none);
+        it reads only the action distribution."""
+        if not self.signals(group):
+            return 0.0
+        return self.signalling[group] * signalling_loss(dist, weight, self.bounds.get(group))
 
     def loss(
         self,
@@ -148,11 +162,8 @@ class CommunicationBiases:
         weight: torch.Tensor | None,
     ) -> torch.Tensor | float:
         """The bias terms of ``group``'s actor loss for one minibatch (0.0 if none)."""
-        total: torch.Tensor | float = 0.0
-        if self.signalling.get(group, 0.0) > 0:
-            bounds = self.bounds.get(group)
-            total = total + self.signalling[group] * signalling_loss(dist, weight, bounds)
-        if group in self.listening and self.listening[group][0] > 0:
+        total = self.signalling_term(group, dist, weight)
+        if self.listens(group):
             scale, message = self.listening[group]
             total = total + scale * listening_loss(actor, obs, dist, message, masks, weight)
         return total

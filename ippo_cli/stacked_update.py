@@ -6,8 +6,10 @@ groups the stack holds 2G networks (the G actors, then the G critics,
 :class:`~ippo_cli.networks.stacked.NetworkStack`), and every minibatch step is one
 forward pass, one loss, one backward pass, one gradient clip and one Adam step for all of
 them. The result is the same as training each group on its own: the same shuffles (drawn
-in the same order), the same losses per group, each network's gradient clipped to
-``max_grad_norm`` on its own, Adam's state carried over in both directions.
+in the same order), the same losses per group (a speaker's positive-signalling term
+included, computed from its own slice of the stacked distribution), each network's
+gradient clipped to ``max_grad_norm`` on its own, Adam's state carried over in both
+directions.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import torch
 from torch.optim.adam import adam as adam_step
 
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
+from ippo_cli.networks.distributions import make_distribution
 from ippo_cli.networks.stacked import (
     NetworkStack,
     action_columns,
     action_kind,
+    action_width,
     chain_signature,
     layer_chain,
     padded,
@@ -42,7 +46,8 @@ def stack_sets(agent: IPPO, batches: Mapping[str, dict[str, torch.Tensor]]) -> l
     """The networks (by id) that can learn as one stack, in sets.
 
     A group joins a set when its actor and critic are MLP-encoder networks of one shape,
-    its actions are a 1-D Box or Discrete, it has no communication bias, and its fused
+    its actions are a 1-D Box or Discrete, it has no listening bias (which runs the actor
+    module itself again; a signalling bias reads only the distribution), and its fused
     Adam optimizers agree on settings and step count; a set's groups also agree on all of
     that, on their number of rows and agents, and on their hidden layers. Nothing stacks
     with target_kl (each group stops on its own), torch_compiler, an accelerator or
@@ -67,7 +72,7 @@ def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> A
     from ippo_cli.ippo import group_id_of
 
     actor, critic = agent.actors[net_id], agent.critics[net_id]
-    if agent.biases.applies_to(group_id_of(net_id)):
+    if agent.biases.listens(group_id_of(net_id)):
         return None
     chains = layer_chain(actor), layer_chain(critic)
     if chains[0] is None or chains[1] is None:
@@ -119,6 +124,8 @@ def update_stack(
     """PPO epochs for the groups ``net_ids`` (a set from :func:`stack_sets`) as one stack,
     each epoch's minibatches taken in its ``orders`` (one permutation per epoch); returns
     each network's mean metrics, as ``IPPO._update_network`` does."""
+    from ippo_cli.ippo import group_id_of
+
     actors = [agent.actors[i] for i in net_ids]
     critics = [agent.critics[i] for i in net_ids]
     optimizers = [agent.actor_optimizers[i] for i in net_ids]
@@ -145,6 +152,11 @@ def update_stack(
     rows = torch.arange(g, device=stack.device).unsqueeze(1)
     log_std = stack.extra(0)[:g] if box else None
     columns = action_columns(actors, stack.device)
+    signallers = [
+        (i, group_id_of(net_id), actors[i])
+        for i, net_id in enumerate(net_ids)
+        if agent.biases.signals(group_id_of(net_id))
+    ]
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
     for epoch in range(agent.update_epochs):
@@ -164,9 +176,13 @@ def update_stack(
             policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
                 dist.log_prob(mb["actions"]), dist.entropy(), value, mb, agent.clip_coef, chosen
             )
-            loss = policy_loss - agent.ent_coef * entropy + agent.vf_coef * value_loss
+            loss = (policy_loss - agent.ent_coef * entropy + agent.vf_coef * value_loss).sum()
+            for i, group, actor in signallers:
+                own = _own_distribution(actor, i, head, log_std, mb.get("action_masks"))
+                weight = None if chosen is None else chosen[i]
+                loss = loss + agent.biases.signalling_term(group, own, weight)
             stack.zero_grad()
-            loss.sum().backward()
+            loss.backward()
             grad = stack.gradient()
             # Each network's gradient clipped to max_grad_norm on its own, as
             # clip_grad_norm_ does (a row of the stack is one network).
@@ -218,6 +234,25 @@ def update_stack(
         metrics["updates"] = updates
         result[net_id] = metrics
     return result
+
+
+def _own_distribution(
+    actor: Any,
+    i: int,
+    head: torch.Tensor,
+    log_std: torch.Tensor | None,
+    masks: torch.Tensor | None,
+) -> Any:
+    """Stacked actor ``i``'s distribution as it would make it alone: its own columns of
+    the ``(G, B, A)`` head outputs, log-std and action masks."""
+    width = action_width(actor)
+    return make_distribution(
+        actor.action_space,
+        head[i, :, :width],
+        None if log_std is None else log_std[i, :, :width],
+        None if masks is None else masks[i, :, :width],
+        actor.squash_output,
+    )
 
 
 def _stacked_batch(batches: list[dict[str, torch.Tensor]], box: bool) -> dict[str, torch.Tensor]:

@@ -58,8 +58,14 @@ def _train(spec, stack: bool, **kwargs):
 
 @pytest.mark.parametrize(
     "spec, kwargs",
-    [(BOX, {}), (BOX, {"net_config": {"squash_output": True}}), (DISCRETE, {})],
-    ids=["box", "box-squashed", "discrete"],
+    [
+        (BOX, {}),
+        (BOX, {"net_config": {"squash_output": True}}),
+        (DISCRETE, {}),
+        (BOX, {"signalling": {"speaker": 0.1}}),
+        (DISCRETE, {"signalling": {"speaker": 0.1}}),
+    ],
+    ids=["box", "box-squashed", "discrete", "box-signalling", "discrete-signalling"],
 )
 def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
     stacked, stacked_metrics = _train(spec, stack=True, **kwargs)
@@ -90,8 +96,9 @@ def _batches(agent):
 
 def test_groups_stack_only_when_their_networks_and_batches_agree():
     assert stack_sets(_agent(BOX, True, target_kl=0.1), _batches(_agent(BOX, True))) == []
-    signalling = _agent(BOX, True, signalling={"speaker": 0.1})
-    assert stack_sets(signalling, _batches(signalling)) == [["listener_0"]]
+    # A listening bias runs the listener's actor module again: it trains on its own.
+    listening = _agent(BOX, True, listening={"listener": {"weight": 0.1, "message": [8, 11]}})
+    assert stack_sets(listening, _batches(listening)) == [["speaker_0"]]
     # Different hidden layers: each group is a stack of its own actor and critic.
     agent = _agent(BOX, True)
     wide = IPPO(
