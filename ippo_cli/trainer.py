@@ -72,11 +72,18 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     }
 
 
-# A group's minibatch rows (batch_size x its agents) from which more torch threads speed
-# up learning. Measured on 2 cores, learn_threads 2 against 1: no gain at 128 rows (the
-# reference's speaker_listener), 5% at 256 (simple_spread N=2, within noise), 15-20% at
-# 512 (the tuned speaker_listener) and about 20% at 1,024 (simple_spread N=8).
-THREADED_MINIBATCH_ROWS = 512
+# A group's minibatch rows (batch_size x its agents) from which learning uses every core.
+# Measured on 2 cores, learn_threads 2 against 1: no gain at 128 rows (the reference's
+# speaker_listener), 5% at 256, 20-35% at 512 (the tuned speaker_listener) and about 20%
+# at 1,024 (simple_spread N=8). But two such runs at once on those 2 cores trained at
+# 90 env steps/s each at 512 rows (6,000-6,900 with 1 thread each) and at 2,500-2,700 at
+# 2,048 (7,800-8,100): OpenMP threads spin while their partner waits for a core. Below
+# this size a lone run's gain is not worth that risk.
+THREADED_MINIBATCH_ROWS = 2048
+# Learning on several threads that gets less than this share of their cores' CPU time
+# is competing with other processes (see THREADED_MINIBATCH_ROWS): the run warns once.
+STARVED_CPU_SHARE = 0.6
+STARVED_MIN_SECONDS = 0.05  # shorter updates are not judged
 
 
 def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
@@ -196,6 +203,7 @@ class Trainer:
         if cfg.hardware.threads > 0:
             torch.set_num_threads(cfg.hardware.threads)
         self.act_threads = torch.get_num_threads()
+        self._warned_cpu_share = False
         self.learn_threads = cfg.hardware.learn_threads
         seed_everything(cfg.seed)
         self.num_envs = cfg.env.num_envs
@@ -389,22 +397,43 @@ class Trainer:
 
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""
-        with self._learn_threads():
-            return self.agent.update(self.rollouts)
+        cpu, wall = time.process_time(), time.perf_counter()
+        with self._learn_threads() as threads:
+            metrics = self.agent.update(self.rollouts)
+        self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
+        return metrics
 
     @contextmanager
-    def _learn_threads(self) -> Iterator[None]:
-        """``hardware.learn_threads`` torch threads for work done while the envs wait
-        (scoring a rollout, learning from it): their cores are free for matrix products."""
+    def _learn_threads(self) -> Iterator[int]:
+        """``hardware.learn_threads`` torch threads (yielded) for work done while the envs
+        wait (scoring a rollout, learning from it): their cores are free for matrix
+        products."""
         threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
         if threads == self.act_threads:
-            yield
+            yield threads
             return
         torch.set_num_threads(threads)
         try:
-            yield
+            yield threads
         finally:
             torch.set_num_threads(self.act_threads)
+
+    def _check_cpu_share(self, threads: int, cpu: float, wall: float) -> None:
+        """Warn once when an update on several CPU threads got less CPU time than they
+        should: other processes want the same cores."""
+        if threads < 2 or self.device.type != "cpu" or wall < STARVED_MIN_SECONDS:
+            return
+        cores = cpu / wall
+        if cores >= STARVED_CPU_SHARE * threads or self._warned_cpu_share:
+            return
+        self._warned_cpu_share = True
+        log.warning(
+            "learning on %d threads got %.1f cores' worth of CPU time: other processes are "
+            "using these cores, which can slow multi-threaded learning many times over; "
+            "set hardware.learn_threads=1, or give each run its own cores (taskset)",
+            threads,
+            cores,
+        )
 
     # -------------------------------------------------------------- collect
     def _allocate_step_buffers(self) -> None:

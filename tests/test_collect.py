@@ -3,6 +3,8 @@ columns, behaviour log-probs and values scored once per rollout, and learning th
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -68,8 +70,9 @@ class _Agent:
 def test_learning_uses_more_threads_only_for_large_minibatches():
     assert learn_threads_auto(_Agent(128, [1, 1]), Context()) == 1  # the reference's
     assert learn_threads_auto(_Agent(32, [2, 8]), Context()) == 1
-    assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == available_cores()
+    assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == 1  # the tuned speaker_listener
     rows = THREADED_MINIBATCH_ROWS // 32
+    assert learn_threads_auto(_Agent(rows - 1, [32]), Context()) == 1
     assert learn_threads_auto(_Agent(rows, [32]), Context()) == available_cores()
 
 
@@ -89,5 +92,33 @@ def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):
         trainer.learn()
         assert set(seen) == {("act", 1), ("score", 2), ("learn", 2)}
         assert torch.get_num_threads() == 1  # hardware.threads, for acting
+    finally:
+        trainer.close()
+
+
+def test_learning_starved_of_cpu_warns_once(tmp_path, caplog):
+    # Threads that get far less CPU time than their cores' worth are competing with other
+    # processes: the run says so (once), and how to avoid it.
+    overrides = probe_overrides("ConstantRewardEnv") + ["hardware.learn_threads=2"]
+    trainer = Trainer(train_config(FAST + overrides), tmp_path)
+    judged = []
+    trainer._check_cpu_share = lambda *args: judged.append(args)
+    try:
+        trainer.collect(*trainer.env.reset(seed=0))
+        trainer.learn()
+        [(threads, cpu, wall)] = judged  # each update's own CPU and wall time
+        assert threads == 2 and cpu > 0 and wall > 0
+        del trainer._check_cpu_share
+        with caplog.at_level(logging.WARNING, logger="ippo"):
+            trainer._check_cpu_share(2, 1.9, 1.0)  # both cores busy: fine
+            trainer._check_cpu_share(1, 0.5, 1.0)  # one thread: not judged
+            trainer._check_cpu_share(2, 0.01, 0.02)  # too short to judge
+            assert caplog.records == []
+            trainer._check_cpu_share(2, 1.0, 1.0)
+            trainer._check_cpu_share(2, 1.0, 1.0)
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1
+        assert "learning on 2 threads got 1.0 cores' worth" in warnings[0]
+        assert "hardware.learn_threads=1" in warnings[0]
     finally:
         trainer.close()

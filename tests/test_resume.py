@@ -11,9 +11,8 @@ from tests.conftest import run_cli, training_process
 
 BASE = [
     "env=speaker_listener",
-    "env.backend=pettingzoo",  # worker processes replaying actions (batched: test_batched_mpe)
-    "env.num_envs=4",
-    "hardware.num_workers=2",
+    "env.backend=pettingzoo",  # mpe2 envs, restored by replaying actions (batched and
+    "env.num_envs=4",  # worker processes: test_batched_mpe, test_vector_env)
     "logger=none",
     "progress=false",
     "algorithm.learn_step=512",
