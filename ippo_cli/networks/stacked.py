@@ -223,11 +223,6 @@ class NetworkStack:
                 # weight and bias then apply per network.
                 ones = self.flat.new_ones(layer.normalized_shape)
                 ops.append(("layer_norm", tuple(layer.normalized_shape), layer.eps, ones, *params))
-            elif type(layer) is nn.ReLU and ops and ops[-1][0] != "elementwise":
-                # In place: no backward of the op before it (a Linear or LayerNorm, as
-                # run below) reads its output, and ReLU's own backward reads only its
-                # result. One full-size tensor fewer per layer.
-                ops.append(("relu_",))
             else:
                 ops.append(("elementwise", layer))
         return ops
@@ -251,8 +246,6 @@ class NetworkStack:
                     x = torch.addcmul(op[5], x, op[4])
                 elif len(op) == 5:
                     x = x * op[4]
-            elif op[0] == "relu_":
-                x = torch.relu_(x)
             else:
                 x = op[1](x)
         return x
