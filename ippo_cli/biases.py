@@ -5,14 +5,18 @@ observes, and differ between observations. For a minibatch of observations ``o_i
 
 - discrete messages: ``weight * (mean_i H(pi(.|o_i)) - H(mean_i pi(.|o_i)))`` -- low
   entropy given the observation, high entropy of the batch-average message policy;
-- Gaussian messages: ``weight * (sum_d log_std_d - 0.5 * log det Cov_i(clip(mean_i)))``
-  -- the same with Gaussian entropies, the average message taken as a Gaussian with the
-  covariance of the speaker's mean message over the minibatch, clipped to the action
-  bounds as the env clips it. With uncorrelated dimensions the log det is the sum of the
-  log-variances (issue 9's form); unclipped and per dimension, the term is maximised by
-  pushing the means ever further out of bounds, where several goals share one clipped
-  message (and every dimension may split the goals the same way), which the clipping
-  and the full covariance rule out.
+- Gaussian messages: ``weight * (sum_d max(log_std_d, floor_d) - 0.5 * log det
+  Cov_i(clip(mean_i)))`` -- the same with Gaussian entropies, the average message taken
+  as a Gaussian with the covariance of the speaker's mean message over the minibatch,
+  clipped to the action bounds as the env clips it. With uncorrelated dimensions the log
+  det is the sum of the log-variances (issue 9's form); unclipped and per dimension, the
+  term is maximised by pushing the means ever further out of bounds, where several goals
+  share one clipped message (and every dimension may split the goals the same way),
+  which the clipping and the full covariance rule out. A Gaussian's entropy has no lower
+  bound, so the conditional part stops at ``floor_d = log(MESSAGE_STD_FLOOR * (high_d -
+  low_d))`` (absolute where a bound is infinite): without it, its constant pull drove the
+  tuned speaker_listener's speaker to a std of about 1e-7 by 1.6M steps, where PPO's
+  probability ratios overflowed (approx_kl 1e12, then a NaN loss).
 
 **Positive listening** (a listener group): its policy should change with the message it
 hears. The listener's observation columns ``message = [start, stop)`` are replaced by
@@ -40,6 +44,9 @@ from ippo_cli.networks.distributions import Categorical, DiagGaussian, MultiCate
 
 # Keeps log det finite when the mean messages do not (yet) vary along some direction.
 _COV_RIDGE = 1e-4
+# A Gaussian message this sharp (its std as a fraction of the action's range) is sharp
+# enough: below it the signalling term no longer lowers log_std (see the module doc).
+MESSAGE_STD_FLOOR = 0.02
 
 
 def signalling_loss(
@@ -55,9 +62,13 @@ def signalling_loss(
     if isinstance(dist, DiagGaussian):
         mean = dist.mean.reshape(len(w), -1)
         log_std = dist.log_std.reshape(len(w), -1)
+        span = torch.ones(mean.shape[1], dtype=mean.dtype, device=mean.device)
         if bounds is not None:
             low, high = (torch.as_tensor(b, dtype=mean.dtype, device=mean.device) for b in bounds)
-            mean = torch.maximum(torch.minimum(mean, high.reshape(-1)), low.reshape(-1))
+            low, high = low.reshape(-1), high.reshape(-1)
+            mean = torch.maximum(torch.minimum(mean, high), low)
+            span = torch.where(torch.isfinite(high - low), high - low, span)
+        log_std = torch.maximum(log_std, torch.log(MESSAGE_STD_FLOOR * span))
         dev = mean - _wmean(mean, w)
         cov = (dev * w[:, None]).T @ dev / w.sum().clamp(min=1.0)
         cov = cov + _COV_RIDGE * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)

@@ -10,7 +10,12 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from ippo_cli.biases import CommunicationBiases, listening_loss, signalling_loss
+from ippo_cli.biases import (
+    MESSAGE_STD_FLOOR,
+    CommunicationBiases,
+    listening_loss,
+    signalling_loss,
+)
 from ippo_cli.ippo import IPPO
 from ippo_cli.networks.distributions import Categorical, DiagGaussian
 from tests.conftest import run_cli
@@ -87,6 +92,27 @@ def test_gaussian_signalling_gradient_lowers_log_std_and_spreads_the_means():
     opt.step()
     assert (log_std.detach() < 0).all()
     assert mean.detach().var(0, unbiased=False).sum().item() > spread0
+
+
+def test_gaussian_signalling_stops_sharpening_messages_at_the_std_floor():
+    # A Gaussian's entropy has no lower bound: below the floor (a fraction of the
+    # message's range) the term must stop pulling log_std down, or it does so forever.
+    mean = torch.tensor([[0.1, 0.0], [0.0, 0.1], [0.2, 0.1]])
+    bounds = (np.zeros(2), np.array([1.0, 4.0]))
+    floor = np.log(MESSAGE_STD_FLOOR * np.array([1.0, 4.0]))
+    above = torch.tensor(floor + 0.5, dtype=torch.float32, requires_grad=True)
+    below = torch.tensor(floor - 0.5, dtype=torch.float32, requires_grad=True)
+    signalling_loss(DiagGaussian(mean, above), bounds=bounds).backward()
+    signalling_loss(DiagGaussian(mean, below), bounds=bounds).backward()
+    assert (above.grad > 0).all()  # descending lowers log_std
+    assert not below.grad.any()
+    at_floor = signalling_loss(DiagGaussian(mean, torch.tensor(floor)), bounds=bounds)
+    deeper = signalling_loss(DiagGaussian(mean, torch.tensor(floor - 3.0)), bounds=bounds)
+    assert deeper.item() == pytest.approx(at_floor.item())
+    # Unbounded messages: the floor is absolute.
+    low_std = torch.full((2,), math.log(MESSAGE_STD_FLOOR) - 1.0, requires_grad=True)
+    signalling_loss(DiagGaussian(mean, low_std)).backward()
+    assert not low_std.grad.any()
 
 
 class _Listener(torch.nn.Module):
