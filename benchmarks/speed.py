@@ -6,8 +6,11 @@ All figures come from one run on one machine, so they can be compared as ratios:
   config's num_envs and workers (actions pre-sampled, so only env stepping is timed);
 - training: env steps/s of the trainer at the reference's example config (speaker_listener,
   continuous actions, 8 envs, learn_step 2048, batch_size 128, 4 epochs), and its ratio
-  to the ceiling of the vector env it uses; and (sync) the same with the learner training
-  one network pair at a time instead of as one stack;
+  to the ceiling of the vector env it uses; each ceiling is measured right before its
+  training run, in PAIRS alternated pairs per vector env, and the table gives the
+  medians (this machine's speed drifts by up to 1.5x within minutes, so a ratio is only
+  fair between measurements taken together); and (sync) the same with the learner
+  training one network pair at a time instead of as one stack;
 - breakdown: share of the training loop's wall time in env stepping, action selection,
   learning and logging;
 - scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128, sync and with 1 and 2
@@ -31,6 +34,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +46,7 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE_STEPS_PER_SECOND = 600  # the reference library's example loop on this machine
 REPEATS = 3  # runs per agent count in the simple_spread table (the fastest is kept)
+PAIRS = 3  # (ceiling, training) pairs per vector env at the reference config
 REFERENCE = [
     "env=speaker_listener",
     "algorithm=ippo",  # the reference's defaults, not speaker_listener's tuned ones
@@ -110,6 +115,23 @@ def training(overrides: list[str], rollouts: int = 4) -> dict:
         "share": {k: t[k] / loop for k in ("env", "act", "learn", "log")},
         "learner_seconds_per_env_step": (t["act"] + t["learn"]) / steps,
         "network_flops_per_env_step": network_flops_per_env_step(trainer.agent),
+    }
+
+
+def summarise_pairs(pairs: list[tuple[float, dict]]) -> dict:
+    """Medians of (ceiling, training run) pairs measured back to back: ceiling, training
+    steps/s, their ratio (the median of each pair's own ratio) and the loop's shares (of
+    the median training run)."""
+    ceilings = [c for c, _ in pairs]
+    speeds = [run["steps_per_second"] for _, run in pairs]
+    middle = pairs[sorted(range(len(pairs)), key=speeds.__getitem__)[len(pairs) // 2]][1]
+    return {
+        "ceiling_steps_per_second": statistics.median(ceilings),
+        "training_steps_per_second": statistics.median(speeds),
+        "ratio_to_ceiling": statistics.median(s / c for c, s in zip(ceilings, speeds, strict=True)),
+        "ratio_to_reference_library": statistics.median(speeds) / REFERENCE_STEPS_PER_SECOND,
+        "share": middle["share"],
+        "pairs": [{"ceiling": c, "training": s} for c, s in zip(ceilings, speeds, strict=True)],
     }
 
 
@@ -194,23 +216,14 @@ def main() -> None:
         "command": "python -m benchmarks.speed" + (" --quick" if args.quick else ""),
     }
 
-    # Ceiling and training at the reference's example config, measured back to back.
-    ceilings = {
-        kind: ceiling(REFERENCE + [f"hardware.vec_env={kind}"], seconds)
-        for kind in ("async", "sync")
-    }
-    runs = {kind: training(REFERENCE + [f"hardware.vec_env={kind}"], rollouts) for kind in ceilings}
-    result["reference_config"] = {
-        kind: {
-            "ceiling_steps_per_second": ceilings[kind],
-            "training_steps_per_second": runs[kind]["steps_per_second"],
-            "ratio_to_ceiling": runs[kind]["steps_per_second"] / ceilings[kind],
-            "ratio_to_reference_library": runs[kind]["steps_per_second"]
-            / REFERENCE_STEPS_PER_SECOND,
-            "share": runs[kind]["share"],
-        }
-        for kind in ceilings
-    }
+    # Ceiling and training at the reference's example config, each training run right
+    # after its own ceiling, the two vector envs alternated.
+    pairs: dict[str, list[tuple[float, dict]]] = {"async": [], "sync": []}
+    for _ in range(1 if args.quick else PAIRS):
+        for kind, measured in pairs.items():
+            overrides = REFERENCE + [f"hardware.vec_env={kind}"]
+            measured.append((ceiling(overrides, seconds), training(overrides, rollouts)))
+    result["reference_config"] = {kind: summarise_pairs(p) for kind, p in pairs.items()}
     text = table(
         "speaker_listener, reference example config (8 envs, learn_step 2048, batch 128)",
         ["vec env", "ceiling steps/s", "training steps/s", "training/ceiling", "x reference"],
@@ -225,24 +238,36 @@ def main() -> None:
             for k, v in result["reference_config"].items()
         ],
     )
+    for kind, v in result["reference_config"].items():
+        text += (
+            f"{kind}, each pair (ceiling / training steps/s): "
+            + ", ".join(
+                f"{p['ceiling']:,.0f} / {p['training']:,.0f} ({p['training'] / p['ceiling']:.0%})"
+                for p in v["pairs"]
+            )
+            + "\n"
+        )
     # The same sync run with the learner training one network pair at a time (acting
     # still stacked), for the stacked learner's share of the speed-up.
     from ippo_cli.ippo import IPPO
 
+    sync_ceiling = ceiling(REFERENCE + ["hardware.vec_env=sync"], seconds)
     IPPO.stack_updates = False
     try:
         pairwise = training(REFERENCE + ["hardware.vec_env=sync"], rollouts)
     finally:
         IPPO.stack_updates = True
     result["sync_learner_one_pair_at_a_time"] = {
+        "ceiling_steps_per_second": sync_ceiling,
         "training_steps_per_second": pairwise["steps_per_second"],
-        "ratio_to_ceiling": pairwise["steps_per_second"] / ceilings["sync"],
+        "ratio_to_ceiling": pairwise["steps_per_second"] / sync_ceiling,
         "share": pairwise["share"],
     }
     text += (
         "sync, learner one network pair at a time (IPPO.stack_updates=False): "
         f"{pairwise['steps_per_second']:,.0f} steps/s "
-        f"({pairwise['steps_per_second'] / ceilings['sync']:.0%} of the ceiling), "
+        f"({pairwise['steps_per_second'] / sync_ceiling:.0%} of a ceiling of "
+        f"{sync_ceiling:,.0f} measured just before), "
         f"learning {pairwise['share']['learn']:.0%} of the loop\n"
     )
     text += table(
