@@ -124,7 +124,7 @@ def summarise_pairs(pairs: list[tuple[float, dict]]) -> dict:
     the median training run)."""
     ceilings = [c for c, _ in pairs]
     speeds = [run["steps_per_second"] for _, run in pairs]
-    middle = pairs[sorted(range(len(pairs)), key=speeds.__getitem__)[len(pairs) // 2]][1]
+    middle = sorted((run for _, run in pairs), key=lambda r: r["steps_per_second"])[len(pairs) // 2]
     return {
         "ceiling_steps_per_second": statistics.median(ceilings),
         "training_steps_per_second": statistics.median(speeds),

@@ -30,6 +30,7 @@ from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.stacked_acting import StackedSampler
+from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
 
 log = logging.getLogger("ippo")
 
@@ -72,16 +73,8 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     }
 
 
-# A group's minibatch rows (batch_size x its agents) from which learning uses every core.
-# Measured on 2 cores, learn_threads 2 against 1: no gain at 128 rows (the reference's
-# speaker_listener), 5% at 256, 20-35% at 512 (the tuned speaker_listener) and about 20%
-# at 1,024 (simple_spread N=8). But two such runs at once on those 2 cores trained at
-# 90 env steps/s each at 512 rows (6,000-6,900 with 1 thread each) and at 2,500-2,700 at
-# 2,048 (7,800-8,100): OpenMP threads spin while their partner waits for a core. Below
-# this size a lone run's gain is not worth that risk.
-THREADED_MINIBATCH_ROWS = 2048
 # Learning on several threads that gets less than this share of their cores' CPU time
-# is competing with other processes (see THREADED_MINIBATCH_ROWS): the run warns once.
+# is competing with other processes (see learn_threads_auto): the run warns once.
 STARVED_CPU_SHARE = 0.6
 STARVED_MIN_SECONDS = 0.05  # shorter updates are not judged
 
@@ -91,12 +84,19 @@ def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
 
     One while every minibatch is small: then a step is dozens of tiny operations, and
     threads add synchronisation (and, when another process wants the cores, spinning
-    that can slow training many times over). Once a group's minibatch reaches
-    ``THREADED_MINIBATCH_ROWS`` rows, every core this process may use, shared among the
-    data-parallel ranks on this machine.
+    that can slow training many times over). Once a group's minibatch (batch_size x its
+    agents) reaches ``LARGE_MINIBATCH_ROWS`` rows, every core this process may use,
+    shared among the data-parallel ranks on this machine.
+
+    Measured on 2 cores, 2 threads against 1: no gain at 128 rows (the reference's
+    speaker_listener), 5% at 256, 20-35% at 512 (the tuned speaker_listener) and about
+    20% at 1,024 (simple_spread N=8). But two such runs at once on those 2 cores trained
+    at 90 env steps/s each at 512 rows (6,000-6,900 with 1 thread each) and at
+    2,500-2,700 at 2,048 (7,800-8,100): OpenMP threads spin while their partner waits
+    for a core. Below ``LARGE_MINIBATCH_ROWS`` a lone run's gain is not worth that risk.
     """
     rows = agent.batch_size * max(len(agents) for agents in agent.members.values())
-    if rows < THREADED_MINIBATCH_ROWS:
+    if rows < LARGE_MINIBATCH_ROWS:
         return 1
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist.parallel else 1
     return max(1, available_cores() // local_ranks)

@@ -10,7 +10,8 @@ import torch
 
 from ippo_cli.distributed import Context
 from ippo_cli.launchers import available_cores
-from ippo_cli.trainer import THREADED_MINIBATCH_ROWS, Trainer, learn_threads_auto
+from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
+from ippo_cli.trainer import Trainer, learn_threads_auto
 from tests.conftest import FAST, probe_overrides, train_config
 
 
@@ -71,7 +72,7 @@ def test_learning_uses_more_threads_only_for_large_minibatches():
     assert learn_threads_auto(_Agent(128, [1, 1]), Context()) == 1  # the reference's
     assert learn_threads_auto(_Agent(32, [2, 8]), Context()) == 1
     assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == 1  # the tuned speaker_listener
-    rows = THREADED_MINIBATCH_ROWS // 32
+    rows = LARGE_MINIBATCH_ROWS // 32
     assert learn_threads_auto(_Agent(rows - 1, [32]), Context()) == 1
     assert learn_threads_auto(_Agent(rows, [32]), Context()) == available_cores()
 
