@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 ADAM_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "fused")
 # Minibatch rows from which a CPU's arithmetic, not the per-operation overhead, sets the
-# pace: stacking then only adds copies (and learning takes every core, see the trainer).
+# pace: stacking then only adds copies.
 LARGE_MINIBATCH_ROWS = 2048
 
 

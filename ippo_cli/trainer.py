@@ -30,7 +30,6 @@ from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.stacked_acting import StackedSampler
-from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
 
 log = logging.getLogger("ippo")
 
@@ -74,29 +73,31 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
 
 
 # Learning on several threads that gets less than this share of their cores' CPU time
-# is competing with other processes (see learn_threads_auto): the run warns once.
+# is competing with other processes (see learn_threads_auto): an automatic choice falls
+# back to one thread, a chosen one warns once.
 STARVED_CPU_SHARE = 0.6
 STARVED_MIN_SECONDS = 0.05  # shorter updates are not judged
+# From this many rows in a group's minibatch, several threads speed learning up.
+THREADED_MINIBATCH_ROWS = 512
 
 
 def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
-    """Torch threads for learning when hardware.learn_threads is null.
-
-    One while every minibatch is small: then a step is dozens of tiny operations, and
-    threads add synchronisation (and, when another process wants the cores, spinning
-    that can slow training many times over). Once a group's minibatch (batch_size x its
-    agents) reaches ``LARGE_MINIBATCH_ROWS`` rows, every core this process may use,
-    shared among the data-parallel ranks on this machine.
+    """Torch threads for learning when hardware.learn_threads is null: one while every
+    minibatch is small, where a step is dozens of tiny operations and threads only add
+    synchronisation; from ``THREADED_MINIBATCH_ROWS`` rows in a group's minibatch
+    (batch_size x its agents), every core this process may use, shared among the
+    data-parallel ranks on this machine.
 
     Measured on 2 cores, 2 threads against 1: no gain at 128 rows (the reference's
     speaker_listener), 5% at 256, 20-35% at 512 (the tuned speaker_listener) and about
-    20% at 1,024 (simple_spread N=8). But two such runs at once on those 2 cores trained
-    at 90 env steps/s each at 512 rows (6,000-6,900 with 1 thread each) and at
-    2,500-2,700 at 2,048 (7,800-8,100): OpenMP threads spin while their partner waits
-    for a core. Below ``LARGE_MINIBATCH_ROWS`` a lone run's gain is not worth that risk.
+    20% at 1,024 (simple_spread N=8). Two such runs at once on those 2 cores trained at
+    90 env steps/s each at 512 rows (6,000-6,900 with 1 thread each) and at 2,500-2,700
+    at 2,048 (7,800-8,100): OpenMP threads spin while their partner waits for a core.
+    So the trainer judges every update and falls back to one thread once other
+    processes hold the cores (``Trainer._check_cpu_share``).
     """
     rows = agent.batch_size * max(len(agents) for agents in agent.members.values())
-    if rows < LARGE_MINIBATCH_ROWS:
+    if rows < THREADED_MINIBATCH_ROWS:
         return 1
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist.parallel else 1
     return max(1, available_cores() // local_ranks)
@@ -419,20 +420,27 @@ class Trainer:
             torch.set_num_threads(self.act_threads)
 
     def _check_cpu_share(self, threads: int, cpu: float, wall: float) -> None:
-        """Warn once when an update on several CPU threads got less CPU time than they
-        should: other processes want the same cores."""
+        """Act on an update on several CPU threads that got less CPU time than they
+        should (other processes want the same cores): an automatic thread count falls
+        back to one thread for the rest of the run, a chosen one warns once."""
         if threads < 2 or self.device.type != "cpu" or wall < STARVED_MIN_SECONDS:
             return
         cores = cpu / wall
         if cores >= STARVED_CPU_SHARE * threads or self._warned_cpu_share:
             return
+        starved = (
+            f"learning on {threads} threads got {cores:.1f} cores' worth of CPU time: other "
+            "processes are using these cores, which can slow multi-threaded learning many "
+            "times over"
+        )
+        if self.learn_threads is None:
+            self.learn_threads = 1
+            log.warning("%s; learning goes on with hardware.learn_threads=1", starved)
+            return
         self._warned_cpu_share = True
         log.warning(
-            "learning on %d threads got %.1f cores' worth of CPU time: other processes are "
-            "using these cores, which can slow multi-threaded learning many times over; "
-            "set hardware.learn_threads=1, or give each run its own cores (taskset)",
-            threads,
-            cores,
+            "%s; set hardware.learn_threads=1, or give each run its own cores (taskset)",
+            starved,
         )
 
     # -------------------------------------------------------------- collect

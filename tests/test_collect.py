@@ -10,8 +10,7 @@ import torch
 
 from ippo_cli.distributed import Context
 from ippo_cli.launchers import available_cores
-from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS
-from ippo_cli.trainer import Trainer, learn_threads_auto
+from ippo_cli.trainer import THREADED_MINIBATCH_ROWS, Trainer, learn_threads_auto
 from tests.conftest import FAST, probe_overrides, train_config
 
 
@@ -71,10 +70,12 @@ class _Agent:
 def test_learning_uses_more_threads_only_for_large_minibatches():
     assert learn_threads_auto(_Agent(128, [1, 1]), Context()) == 1  # the reference's
     assert learn_threads_auto(_Agent(32, [2, 8]), Context()) == 1
-    assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == 1  # the tuned speaker_listener
-    rows = LARGE_MINIBATCH_ROWS // 32
+    assert learn_threads_auto(_Agent(THREADED_MINIBATCH_ROWS - 1, [1, 1]), Context()) == 1
+    cores = available_cores()
+    assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == cores  # the tuned speaker_listener
+    rows = THREADED_MINIBATCH_ROWS // 32
     assert learn_threads_auto(_Agent(rows - 1, [32]), Context()) == 1
-    assert learn_threads_auto(_Agent(rows, [32]), Context()) == available_cores()
+    assert learn_threads_auto(_Agent(rows, [32]), Context()) == cores
 
 
 def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):
@@ -99,7 +100,7 @@ def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):
 
 def test_learning_starved_of_cpu_warns_once(tmp_path, caplog):
     # Threads that get far less CPU time than their cores' worth are competing with other
-    # processes: the run says so (once), and how to avoid it.
+    # processes: a run that chose its thread count says so (once), and how to avoid it.
     overrides = probe_overrides("ConstantRewardEnv") + ["hardware.learn_threads=2"]
     trainer = Trainer(train_config(FAST + overrides), tmp_path)
     judged = []
@@ -121,5 +122,31 @@ def test_learning_starved_of_cpu_warns_once(tmp_path, caplog):
         assert len(warnings) == 1
         assert "learning on 2 threads got 1.0 cores' worth" in warnings[0]
         assert "hardware.learn_threads=1" in warnings[0]
+    finally:
+        trainer.close()
+
+
+def test_automatic_learning_threads_fall_back_to_one_when_starved(tmp_path, caplog):
+    # Two runs sharing the cores, each learning on all of them, spin against each other:
+    # an automatic thread count drops to one thread after the first starved update.
+    trainer = Trainer(train_config(FAST + probe_overrides("ConstantRewardEnv")), tmp_path)
+    try:
+        assert trainer.learn_threads is None  # hardware.learn_threads=null: automatic
+        with caplog.at_level(logging.WARNING, logger="ippo"):
+            trainer._check_cpu_share(2, 1.9, 1.0)  # both cores busy: fine
+            assert trainer.learn_threads is None and caplog.records == []
+            trainer._check_cpu_share(2, 1.0, 1.0)
+        [warning] = [r.getMessage() for r in caplog.records]
+        assert "learning on 2 threads got 1.0 cores' worth" in warning
+        assert "goes on with hardware.learn_threads=1" in warning
+        assert trainer.learn_threads == 1
+        seen = []
+        update = trainer.agent.update
+        trainer.agent.update = lambda rollouts: (
+            seen.append(torch.get_num_threads()) or update(rollouts)
+        )
+        trainer.collect(*trainer.env.reset(seed=0))
+        trainer.learn()
+        assert seen == [1]
     finally:
         trainer.close()
