@@ -23,6 +23,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.biases import CommunicationBiases, validate_biases
+from ippo_cli.compiled import compiled
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
@@ -812,6 +813,9 @@ class IPPO:
         # otherwise plain means, a few operations fewer per minibatch.
         all_chosen = bool(batch["chosen"].all())
         batch = {**batch, "chosen": batch["chosen"].float()}
+        terms = _minibatch_terms
+        if self.torch_compiler is not None:
+            terms = compiled(_minibatch_terms, self.torch_compiler)
         for order in orders:
             # One shuffle per epoch; its minibatches are then contiguous slices (views).
             # index_select gathers rows several times faster than v[order].
@@ -820,14 +824,8 @@ class IPPO:
                 mb = {k: v[start : start + size] for k, v in shuffled.items()}
                 masks = mb.get("action_masks")
                 chosen = None if all_chosen else mb["chosen"]
-                dist = actor.distribution(mb["obs"], masks)
-                policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
-                    dist.log_prob(mb["actions"]),
-                    dist.entropy(),
-                    critic(mb["obs"]),
-                    mb,
-                    self.clip_coef,
-                    chosen,
+                dist, (policy_loss, value_loss, entropy, approx_kl, clip_frac) = terms(
+                    actor, critic, mb, chosen, self.clip_coef
                 )
                 if self.data_parallel:  # every rank must take the same early stop
                     approx_kl = distributed.average(approx_kl)
@@ -1080,6 +1078,20 @@ def _vector_episode_returns(
     finally:
         agent.set_training_mode(was_training)
     return np.concatenate(all_returns)
+
+
+def _minibatch_terms(
+    actor: StochasticActor,
+    critic: ValueNetwork,
+    mb: dict[str, torch.Tensor],
+    chosen: torch.Tensor | None,
+    clip_coef: float,
+) -> tuple[Any, tuple[torch.Tensor, ...]]:
+    """One network pair's action distribution on a minibatch and its PPO terms
+    (:func:`ppo_terms`); compiled as one function with ``torch_compiler``."""
+    dist = actor.distribution(mb["obs"], mb.get("action_masks"))
+    log_prob = dist.log_prob(mb["actions"])
+    return dist, ppo_terms(log_prob, dist.entropy(), critic(mb["obs"]), mb, clip_coef, chosen)
 
 
 def _adam(net: torch.nn.Module, lr: float) -> torch.optim.Adam:

@@ -35,12 +35,11 @@ class StackedSampler:
     def __init__(self, agent: IPPO) -> None:
         self.agent = agent
         sets: dict[Any, list[str]] = {}
-        if agent.torch_compiler is None:
-            for net_id, actor in agent.actors.items():
-                chain, kind = layer_chain(actor), action_kind(actor)
-                if chain is not None and kind is not None:
-                    key = (chain_signature(chain), kind, len(agent.members[net_id]))
-                    sets.setdefault(key, []).append(net_id)
+        for net_id, actor in agent.actors.items():
+            chain, kind = layer_chain(actor), action_kind(actor)
+            if chain is not None and kind is not None:
+                key = (chain_signature(chain), kind, len(agent.members[net_id]))
+                sets.setdefault(key, []).append(net_id)
         # A lone actor gains nothing from a stack.
         self.sets = [ids for ids in sets.values() if len(ids) > 1]
         self.stacks, self.columns, self.boxes = [], [], []

@@ -9,7 +9,8 @@ them. The result is the same as training each group on its own: the same shuffle
 in the same order), the same losses per group (a speaker's positive-signalling term
 included, computed from its own slice of the stacked distribution), each network's
 gradient clipped to ``max_grad_norm`` on its own, Adam's state carried over in both
-directions.
+directions. With ``torch_compiler`` set, the minibatch's forward pass and losses (and
+through them the backward pass) are one compiled function.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim.adam import adam as adam_step
 
+from ippo_cli.compiled import compiled
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
 from ippo_cli.networks.distributions import make_distribution
 from ippo_cli.networks.stacked import (
@@ -50,15 +52,10 @@ def stack_sets(agent: IPPO, batches: Mapping[str, dict[str, torch.Tensor]]) -> l
     module itself again; a signalling bias reads only the distribution), and its fused
     Adam optimizers agree on settings and step count; a set's groups also agree on all of
     that, on their number of rows and agents, and on their hidden layers. Nothing stacks
-    with target_kl (each group stops on its own), torch_compiler, an accelerator or
-    data-parallel training, nor on CPU from ``LARGE_MINIBATCH_ROWS`` rows per minibatch.
+    with target_kl (each group stops on its own), an accelerator or data-parallel
+    training, nor on CPU from ``LARGE_MINIBATCH_ROWS`` rows per minibatch.
     """
-    if (
-        agent.target_kl is not None
-        or agent.torch_compiler is not None
-        or agent.accelerator is not None
-        or agent.data_parallel
-    ):
+    if agent.target_kl is not None or agent.accelerator is not None or agent.data_parallel:
         return []
     sets: dict[Any, list[str]] = {}
     for net_id, batch in batches.items():
@@ -157,6 +154,9 @@ def update_stack(
         for i, net_id in enumerate(net_ids)
         if agent.biases.signals(group_id_of(net_id))
     ]
+    terms = _minibatch_terms
+    if agent.torch_compiler is not None:
+        terms = compiled(_minibatch_terms, agent.torch_compiler)
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
     for epoch in range(agent.update_epochs):
@@ -169,18 +169,8 @@ def update_stack(
         for start in range(0, n, size):
             part = slice(start, start + size)
             mb = {k: v[:, part] if v.shape[1] == n else v for k, v in shuffled.items()}
-            out = stack.forward(mb["obs"])  # actor g and critic g read obs g
-            head, value = out[:g], out[g:, :, 0]
-            dist = stacked_distribution(actors, head, log_std, columns, mb.get("action_masks"))
             chosen = None if all_chosen else mb["chosen"]
-            policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
-                dist.log_prob(mb["actions"]), dist.entropy(), value, mb, agent.clip_coef, chosen
-            )
-            loss = (policy_loss - agent.ent_coef * entropy + agent.vf_coef * value_loss).sum()
-            for i, group, actor in signallers:
-                own = _own_distribution(actor, i, head, log_std, mb.get("action_masks"))
-                weight = None if chosen is None else chosen[i]
-                loss = loss + agent.biases.signalling_term(group, own, weight)
+            loss, measured = terms(stack, actors, log_std, columns, signallers, agent, mb, chosen)
             stack.zero_grad()
             loss.backward()
             grad = stack.gradient()
@@ -205,10 +195,7 @@ def update_stack(
                     eps=adam["eps"],
                     maximize=False,
                 )
-            totals += torch.stack(
-                [policy_loss.detach(), value_loss.detach(), entropy.detach(), approx_kl, clip_frac],
-                dim=1,
-            )
+            totals += measured
             updates += 1
 
     stack.store()
@@ -234,6 +221,34 @@ def update_stack(
         metrics["updates"] = updates
         result[net_id] = metrics
     return result
+
+
+def _minibatch_terms(
+    stack: NetworkStack,
+    actors: list[Any],
+    log_std: torch.Tensor | None,
+    columns: torch.Tensor,
+    signallers: list[tuple[int, str, Any]],
+    agent: IPPO,
+    mb: dict[str, torch.Tensor],
+    chosen: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One minibatch's total loss over the stack and its ``(G, 5)`` metrics (policy and
+    value loss, entropy, approximate KL, clip fraction; no gradient)."""
+    g = len(actors)
+    out = stack.forward(mb["obs"])  # actor g and critic g read obs g
+    head, value = out[:g], out[g:, :, 0]
+    dist = stacked_distribution(actors, head, log_std, columns, mb.get("action_masks"))
+    policy_loss, value_loss, entropy, approx_kl, clip_frac = ppo_terms(
+        dist.log_prob(mb["actions"]), dist.entropy(), value, mb, agent.clip_coef, chosen
+    )
+    loss = (policy_loss - agent.ent_coef * entropy + agent.vf_coef * value_loss).sum()
+    for i, group, actor in signallers:
+        own = _own_distribution(actor, i, head, log_std, mb.get("action_masks"))
+        weight = None if chosen is None else chosen[i]
+        loss = loss + agent.biases.signalling_term(group, own, weight)
+    metrics = [policy_loss, value_loss, entropy, approx_kl, clip_frac]
+    return loss, torch.stack([m.detach() for m in metrics], dim=1)
 
 
 def _own_distribution(

@@ -6,6 +6,7 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli import IPPO
+from ippo_cli.compiled import compiled as compile_once
 from ippo_cli.stacked_update import LARGE_MINIBATCH_ROWS, stack_sets
 
 BOX = {
@@ -87,6 +88,30 @@ def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
     for mine, theirs in zip(stacked_metrics, plain_metrics, strict=True):
         for net, values in mine.items():
             assert values == pytest.approx(theirs[net], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs",
+    [(BOX, {"signalling": {"speaker": 0.1}}), (DISCRETE, {})],
+    ids=["box-signalling", "discrete"],
+)
+def test_compiled_stacked_update_matches_eager_training(spec, kwargs):
+    # torch_compiler compiles the stack's minibatch forward and losses (and so its
+    # backward); the stack is still used, and learns what the eager networks learn.
+    compile_once.cache_clear()
+    compiled, compiled_metrics = _train(spec, stack=True, torch_compiler="default", **kwargs)
+    assert compile_once.cache_info().currsize == 1  # the stack's minibatch terms
+    assert stack_sets(compiled, _batches(compiled)) == [["speaker_0", "listener_0"]]
+    plain, plain_metrics = _train(spec, stack=False, **kwargs)
+    for net in ("speaker_0", "listener_0"):
+        for role in ("actors", "critics"):
+            mine = dict(getattr(compiled, role)[net].named_parameters())
+            theirs = dict(getattr(plain, role)[net].named_parameters())
+            for name, p in mine.items():
+                assert torch.allclose(p, theirs[name], atol=1e-4), (net, role, name)
+    for mine, theirs in zip(compiled_metrics, plain_metrics, strict=True):
+        for net, values in mine.items():
+            assert values == pytest.approx(theirs[net], rel=1e-3, abs=1e-4)
 
 
 def _batches(agent):
