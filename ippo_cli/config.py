@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ippo_cli import compiled
+
 
 @dataclass
 class WrapperConfig:
@@ -90,7 +92,7 @@ class HardwareConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 1  # torch threads; 0 = torch's default
     learn_threads: int | None = None  # threads for scoring and learning; null = auto (trainer.py)
-    torch_compile: str | None = None  # default | reduce-overhead | max-autotune
+    torch_compile: str | None = "auto"  # auto | default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync | auto (factory.vec_env_kind)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
     distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
@@ -234,10 +236,10 @@ def validate_train(cfg: Any) -> None:
         "must be null or >= 1",
     )
     need(
-        h.torch_compile in (None, "default", "reduce-overhead", "max-autotune"),
+        h.torch_compile in (None, "auto", *compiled.MODES),
         "hardware.torch_compile",
         h.torch_compile,
-        "use null, default, reduce-overhead or max-autotune",
+        "use null, auto, default, reduce-overhead or max-autotune",
     )
     need(cfg.logger.kind in ("wandb", "none"), "logger.kind", cfg.logger.kind, "use wandb or none")
     need(

@@ -23,7 +23,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.biases import CommunicationBiases, validate_biases
-from ippo_cli.compiled import compiled
+from ippo_cli.compiled import MODES, compiled
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
@@ -63,7 +63,6 @@ HYPERPARAMETERS: dict[str, Any] = {
     "signalling": None,
     "listening": None,
 }
-TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SCORE_CHUNK = 8192  # rows per forward pass when a whole rollout is scored at once
 
 
@@ -1024,9 +1023,9 @@ def validate_hyperparameters(h: Mapping[str, Any]) -> None:
         "must be null or an int >= 1",
     )
     need(
-        h["torch_compiler"] is None or h["torch_compiler"] in TORCH_COMPILE_MODES,
+        h["torch_compiler"] is None or h["torch_compiler"] in MODES,
         "torch_compiler",
-        f"must be null or one of {', '.join(TORCH_COMPILE_MODES)}",
+        f"must be null or one of {', '.join(MODES)}",
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint, distributed
+from ippo_cli.compiled import resolve_mode
 from ippo_cli.envs.factory import env_fn, make_train_env
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.files import write_text_atomic
@@ -103,10 +104,19 @@ def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
     return max(1, available_cores() // local_ranks)
 
 
-def build_agent(cfg: DictConfig, observation_spaces, action_spaces, agent_ids, device) -> IPPO:
+def build_agent(
+    cfg: DictConfig,
+    observation_spaces,
+    action_spaces,
+    agent_ids,
+    device,
+    compile_mode: str | None = None,
+) -> IPPO:
+    """The agent of a run's config; ``compile_mode`` (see :func:`compile_mode_of`) is its
+    ``torch_compiler``."""
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
-    hyper["torch_compiler"] = cfg.hardware.torch_compile
+    hyper["torch_compiler"] = compile_mode
     groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
     return IPPO(
         observation_spaces=observation_spaces,
@@ -116,6 +126,13 @@ def build_agent(cfg: DictConfig, observation_spaces, action_spaces, agent_ids, d
         device=device,
         **hyper,
     )
+
+
+def compile_mode_of(cfg: DictConfig, device: torch.device) -> str | None:
+    """The run's torch_compiler: hardware.torch_compile, with ``auto`` resolved for a run
+    of total_steps / learn_step updates on ``device`` (and logged)."""
+    updates = cfg.algorithm.total_steps // cfg.algorithm.learn_step
+    return resolve_mode(cfg.hardware.torch_compile, device, updates)
 
 
 @dataclass
@@ -219,6 +236,7 @@ class Trainer:
                 [self.env.single_action_space(a) for a in agents],
                 agents,
                 self.device,
+                compile_mode_of(cfg, self.device),
             )
         except BaseException:
             self.env.close()

@@ -29,9 +29,10 @@ FAST = [
 
 
 def train_config(overrides: list[str]):
-    """The composed `ippo train` config for these overrides (quiet, no wandb)."""
+    """The composed `ippo train` config for these overrides (quiet, no wandb, eager:
+    tests of compiling ask for it)."""
     register_configs()
-    base = ["logger=none", "progress=false", "hardware.vec_env=sync"]
+    base = ["logger=none", "progress=false", "hardware.vec_env=sync", "hardware.torch_compile=null"]
     return compose_config("train", base + overrides)
 
 

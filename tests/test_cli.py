@@ -215,6 +215,7 @@ def test_interrupt_saves_last_checkpoint_and_exits_cleanly(tmp_path, sig):
         "logger=none",
         "progress=false",
         "algorithm.total_steps=10000000",
+        "hardware.torch_compile=null",  # not what is tested: no compiling first
         "algorithm.learn_step=256",
         "env.num_envs=2",
         "hardware.num_workers=2",
@@ -263,6 +264,7 @@ def test_an_env_error_during_training_is_one_line_and_keeps_last_checkpoint(tmp_
         "algorithm.learn_step=64",
         "env.num_envs=2",
         "algorithm.total_steps=100000",
+        "hardware.torch_compile=null",  # not what is tested: no compiling first
         f"hydra.run.dir={tmp_path / 'run'}",
     ]
     result = run_cli(args, tmp_path, timeout=120)
@@ -297,6 +299,7 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_p
         "checkpoint.every=128",
         "eval_every=0",
         "algorithm.total_steps=100000",
+        "hardware.torch_compile=null",  # not what is tested: no compiling first
         f"hydra.run.dir={run}",
     ]
     result = run_cli(args, tmp_path, timeout=120)
@@ -317,6 +320,7 @@ def test_a_killed_env_worker_is_named_within_30_seconds(tmp_path):
         "logger=none",
         "progress=false",
         "algorithm.total_steps=10000000",
+        "hardware.torch_compile=null",  # not what is tested: no compiling first
         "algorithm.learn_step=256",
         "env.backend=pettingzoo",  # mpe2 in worker processes (the batched env has none)
         "env.num_envs=4",

@@ -98,7 +98,7 @@ def test_policy_learns_from_its_own_observation(tmp_path):
     assert _policy(agent, "agent_0", [-1.0, 0.0]).log_p.exp()[0, 0].item() > 0.9
 
 
-def test_compiled_networks_train_a_probe(tmp_path):
+def test_compiled_networks_train_a_probe(tmp_path, monkeypatch):
     # hardware.torch_compile compiles the networks' forward (inductor on CPU here)
     trainer = run_training(
         tmp_path,
@@ -110,6 +110,16 @@ def test_compiled_networks_train_a_probe(tmp_path):
     assert trainer.agent.actors["agent_0"]._compiled_call_impl is not None
     dist = _policy(trainer.agent, "agent_0", [1.0, 1.0])
     assert dist.log_p.exp()[0, 1].item() > 0.9
+    # `ippo eval` plays a few episodes: it does not compile the networks.
+    from ippo_cli.cli import compose_config
+    from ippo_cli.evaluate import evaluate_checkpoint
+    from ippo_cli.ippo import IPPO
+
+    compiles = []
+    monkeypatch.setattr(IPPO, "recompile", lambda agent: compiles.append(agent.torch_compiler))
+    last = tmp_path / "checkpoints" / "last.pt"
+    report = evaluate_checkpoint(compose_config("eval", [f"ckpt={last}", "episodes=2"]))
+    assert compiles == [] and report["episodes"] == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

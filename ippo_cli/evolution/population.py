@@ -39,7 +39,13 @@ from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import available_cores
 from ippo_cli.loggers import RunLogger
-from ippo_cli.trainer import _StopRequest, build_agent, resolve_device, seed_everything
+from ippo_cli.trainer import (
+    _StopRequest,
+    build_agent,
+    compile_mode_of,
+    resolve_device,
+    seed_everything,
+)
 
 log = logging.getLogger("ippo")
 
@@ -97,8 +103,9 @@ class PopulationTrainer:
             env.close()
         seed_everything(self.cfg.seed)
         population = []
+        mode = compile_mode_of(self.cfg, self.device)
         for i in range(self.cfg.hpo.population_size):
-            agent = build_agent(self.cfg, *spaces, agents, self.device)
+            agent = build_agent(self.cfg, *spaces, agents, self.device, mode)
             agent.index, agent.hp_config = i, self.hp_config
             population.append(agent)
             self.state.lineage[str(i)] = [i]

@@ -1,0 +1,55 @@
+"""hardware.torch_compile: what `auto` chooses, and that evaluation never compiles."""
+
+import logging
+
+import pytest
+import torch
+
+from ippo_cli import compiled
+from ippo_cli.compiled import AUTO_MIN_UPDATES, resolve_mode
+
+CPU = torch.device("cpu")
+
+
+def test_auto_compiles_long_cpu_runs_only(caplog, monkeypatch):
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: "/usr/bin/g++")
+    with caplog.at_level(logging.INFO, logger="ippo"):
+        assert resolve_mode("auto", CPU, AUTO_MIN_UPDATES) == "default"
+        assert resolve_mode("auto", CPU, AUTO_MIN_UPDATES - 1) is None
+        assert resolve_mode("auto", torch.device("cuda"), 10 * AUTO_MIN_UPDATES) is None
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        f"hardware.torch_compile=auto: {AUTO_MIN_UPDATES} updates on CPU -> default",
+        f"hardware.torch_compile=auto: {AUTO_MIN_UPDATES - 1} updates are too few to repay "
+        "compiling -> eager",
+        "hardware.torch_compile=auto: not on cuda (measured on CPU only) -> eager",
+    ]
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: None)
+    with caplog.at_level(logging.INFO, logger="ippo"):
+        assert resolve_mode("auto", CPU, 10 * AUTO_MIN_UPDATES) is None
+    assert "no C++ compiler" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize("setting", [None, "default", "max-autotune"])
+def test_a_chosen_mode_is_kept(setting):
+    assert resolve_mode(setting, torch.device("cuda"), 1) == setting
+
+
+def test_the_trainer_resolves_auto_for_its_run(tmp_path, monkeypatch, caplog):
+    from ippo_cli.trainer import Trainer
+    from tests.conftest import FAST, probe_overrides, train_config
+
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: None)  # no compiling here
+    overrides = probe_overrides("ConstantRewardEnv") + FAST + ["hardware.torch_compile=auto"]
+    steps = AUTO_MIN_UPDATES * 256  # FAST's learn_step
+    for total, expected in ((steps - 256, "too few"), (steps, "no C++ compiler")):
+        cfg = train_config(overrides + [f"algorithm.total_steps={total}"])
+        with caplog.at_level(logging.INFO, logger="ippo"):
+            trainer = Trainer(cfg, tmp_path)
+        trainer.close()
+        assert trainer.agent.torch_compiler is None
+        assert expected in [r for r in caplog.messages if "torch_compile" in r][-1]
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: "/usr/bin/g++")
+    trainer = Trainer(train_config(overrides + [f"algorithm.total_steps={steps}"]), tmp_path)
+    trainer.close()
+    assert trainer.agent.torch_compiler == "default"
