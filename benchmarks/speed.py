@@ -10,7 +10,9 @@ All figures come from one run on one machine, so they can be compared as ratios:
   training run, in PAIRS alternated pairs per vector env, and the table gives the
   medians (this machine's speed drifts by up to 1.5x within minutes, so a ratio is only
   fair between measurements taken together); and (sync) the same with the learner
-  training one network pair at a time instead of as one stack;
+  training one network pair at a time instead of as one stack, and eager. Training
+  compiles the learner as `hardware.torch_compile=auto` does for the config's own
+  total_steps (the reference config's 500,000 steps: compiled);
 - breakdown: share of the training loop's wall time in env stepping, action selection,
   learning and logging;
 - scaling: training and ceiling steps/s for num_envs 1, 8, 32, 128, sync and with 1 and 2
@@ -93,11 +95,17 @@ def ceiling(overrides: list[str], seconds: float = 3.0) -> float:
 
 
 def training(overrides: list[str], rollouts: int = 4) -> dict:
-    """Trainer steps/s over ``rollouts`` rollouts after one warm-up rollout, with the
-    loop's time split into its parts."""
-    from ippo_cli.trainer import Trainer
+    """Trainer steps/s over ``rollouts`` rollouts after one warm-up rollout (which also
+    compiles), with the loop's time split into its parts. The learner is compiled as
+    ``hardware.torch_compile=auto`` would for a run of the config's own total_steps,
+    unless ``overrides`` choose."""
+    from ippo_cli.trainer import Trainer, compile_mode_of
 
     cfg = config(overrides)
+    if not any(o.startswith("hardware.torch_compile=") for o in overrides):
+        mode = compile_mode_of(cfg, torch.device("cpu"))
+        overrides = overrides + [f"hardware.torch_compile={mode or 'null'}"]
+        cfg = config(overrides)
     steps_per_rollout = cfg.algorithm.learn_step
     warm = config(overrides + [f"algorithm.total_steps={steps_per_rollout}"])
     with TemporaryDirectory() as tmp:
@@ -111,6 +119,7 @@ def training(overrides: list[str], rollouts: int = 4) -> dict:
     steps = trainer.progress.env_steps
     return {
         "steps_per_second": steps / loop,
+        "torch_compile": cfg.hardware.torch_compile,
         "env_steps": steps,
         "share": {k: t[k] / loop for k in ("env", "act", "learn", "log")},
         "learner_seconds_per_env_step": (t["act"] + t["learn"]) / steps,
@@ -270,6 +279,23 @@ def main() -> None:
         f"{sync_ceiling:,.0f} measured just before), "
         f"learning {pairwise['share']['learn']:.0%} of the loop\n"
     )
+    # The same sync run eager, for compiling's share (a run this short is eager under
+    # hardware.torch_compile=auto; the rows above are compiled as a full run is).
+    eager_ceiling = ceiling(REFERENCE + ["hardware.vec_env=sync"], seconds)
+    eager = training(REFERENCE + ["hardware.vec_env=sync", "hardware.torch_compile=null"], rollouts)
+    result["sync_eager"] = {
+        "ceiling_steps_per_second": eager_ceiling,
+        "training_steps_per_second": eager["steps_per_second"],
+        "ratio_to_ceiling": eager["steps_per_second"] / eager_ceiling,
+        "share": eager["share"],
+    }
+    text += (
+        "sync, eager (hardware.torch_compile=null): "
+        f"{eager['steps_per_second']:,.0f} steps/s "
+        f"({eager['steps_per_second'] / eager_ceiling:.0%} of a ceiling of "
+        f"{eager_ceiling:,.0f} measured just before), "
+        f"learning {eager['share']['learn']:.0%} of the loop\n"
+    )
     text += table(
         "breakdown of the training loop's wall time",
         ["vec env", "env stepping", "action selection", "learning", "logging"],
@@ -378,7 +404,10 @@ def main() -> None:
         + "\n"
     )
 
-    result["peak_rss_mb"] = peak_rss_mb(REFERENCE, 4096 if args.quick else 8192)
+    # A run this short is eager under auto: the compiled run's memory is what a full run uses.
+    result["peak_rss_mb"] = peak_rss_mb(
+        REFERENCE + ["hardware.torch_compile=default"], 4096 if args.quick else 8192
+    )
     text += f"peak RSS of `ippo train` at the reference config: {result['peak_rss_mb']:.0f} MB\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
