@@ -222,6 +222,7 @@ class Trainer:
             torch.set_num_threads(cfg.hardware.threads)
         self.act_threads = torch.get_num_threads()
         self._warned_cpu_share = False
+        self._warmed_up = False  # the first update compiles and warms up: not judged
         self.learn_threads = cfg.hardware.learn_threads
         seed_everything(cfg.seed)
         self.num_envs = cfg.env.num_envs
@@ -419,7 +420,9 @@ class Trainer:
         cpu, wall = time.process_time(), time.perf_counter()
         with self._learn_threads() as threads:
             metrics = self.agent.update(self.rollouts)
-        self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
+        if self._warmed_up:
+            self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
+        self._warmed_up = True
         return metrics
 
     @contextmanager
