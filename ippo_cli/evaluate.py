@@ -129,9 +129,7 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
             f"checkpoint '{path}' holds no run config (it was not written by `ippo train`)"
         )
     run_cfg = data["config"]
-    # A few episodes gain nothing from compiling the networks (seconds each time).
-    hyper = {**data["agent"]["hyperparameters"], "torch_compiler": None}
-    agent = IPPO.from_dict({**data["agent"], "hyperparameters": hyper}, cfg.device)
+    agent = IPPO.from_dict(data["agent"], cfg.device)
     env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
     try:
         result = run_episodes(

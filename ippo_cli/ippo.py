@@ -215,8 +215,6 @@ class IPPO:
         self.data_parallel = False
         if accelerator is not None and wrap and distributed.active():
             self.enable_data_parallel()
-        if torch_compiler is not None:
-            self.recompile()
 
     def _custom_networks(self, networks: Any, cls: type, role: str) -> dict[str, torch.nn.Module]:
         """User-supplied networks keyed by network id (a list follows the network order)."""
@@ -460,11 +458,14 @@ class IPPO:
         self.registry.append(group)
 
     def recompile(self) -> None:
-        """Compile the networks' forward with ``torch_compiler`` (no-op when None)."""
-        if self.torch_compiler is None:
-            return
-        for net in (*self.actors.values(), *self.critics.values()):
-            net.compile(mode=self.torch_compiler)
+        """The reference's hook for recompiling after a mutation; nothing to do here.
+
+        With ``torch_compiler`` set, :meth:`learn` compiles its per-minibatch forward pass
+        and losses (:mod:`ippo_cli.compiled`), and those follow changed network shapes by
+        themselves. The networks' own forward (acting, scoring, evaluation) stays eager:
+        compiled, it made acting slower at these batch sizes and recompiled for each
+        new one.
+        """
 
     def enable_data_parallel(self) -> None:
         """Train as one replica of a torch.distributed run: rank 0's parameters are

@@ -5,8 +5,9 @@ given relative probabilities: none, architecture (see
 :mod:`ippo_cli.evolution.architecture`), parameter noise, activation, or one RL
 hyperparameter of the agent's ``hp_config``. The kind is recorded in ``agent.mut``.
 After any mutation every optimizer of the agent (actors and critics) is rebuilt over
-the current parameters with the agent's current ``lr``, its networks are recompiled
-when it uses ``torch_compiler``, and its mutation hooks run.
+the current parameters with the agent's current ``lr``, ``recompile`` is called (as in
+the reference; a compiled learner follows new shapes by itself) and its mutation hooks
+run.
 """
 
 from __future__ import annotations
