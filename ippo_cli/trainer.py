@@ -76,7 +76,9 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
 # Learning on several threads that gets less than this share of their cores' CPU time
 # is competing with other processes (see learn_threads_auto): an automatic choice falls
 # back to one thread, a chosen one warns once.
-STARVED_CPU_SHARE = 0.6
+# Measured on 2 cores: a lone run's 2 learning threads use 1.96-2.02 cores; beside a
+# run learning on 1 thread, 1.26-1.38.
+STARVED_CPU_SHARE = 0.8
 STARVED_MIN_SECONDS = 0.05  # shorter updates are not judged
 # From this many rows in a group's minibatch, several threads speed learning up.
 THREADED_MINIBATCH_ROWS = 512
@@ -430,6 +432,8 @@ class Trainer:
         """``hardware.learn_threads`` torch threads (yielded) for work done while the envs
         wait (scoring a rollout, learning from it): their cores are free for matrix
         products."""
+        # The first, compiling update too: a lone run whose first update compiled on one
+        # thread used only 1.3 of 2 cores' worth on two threads afterwards.
         threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
         if threads == self.act_threads:
             yield threads
