@@ -144,6 +144,29 @@ def summarise_pairs(pairs: list[tuple[float, dict]]) -> dict:
     }
 
 
+def variant(extra: list[str], seconds: float, rollouts: int) -> dict:
+    """A sync training run at the reference config with ``extra`` overrides, right after
+    its own ceiling."""
+    overrides = REFERENCE + ["hardware.vec_env=sync"]
+    top = ceiling(overrides, seconds)
+    run = training(overrides + extra, rollouts)
+    return {
+        "ceiling_steps_per_second": top,
+        "training_steps_per_second": run["steps_per_second"],
+        "ratio_to_ceiling": run["steps_per_second"] / top,
+        "share": run["share"],
+    }
+
+
+def variant_line(label: str, v: dict) -> str:
+    return (
+        f"sync, {label}: {v['training_steps_per_second']:,.0f} steps/s "
+        f"({v['ratio_to_ceiling']:.0%} of a ceiling of "
+        f"{v['ceiling_steps_per_second']:,.0f} measured just before), "
+        f"learning {v['share']['learn']:.0%} of the loop\n"
+    )
+
+
 def network_flops_per_env_step(agent) -> float:
     """Floating-point operations of the networks' Linear layers per env step: each agent
     row goes once through its actor while acting, once through actor and critic when the
@@ -260,42 +283,19 @@ def main() -> None:
     # still stacked), for the stacked learner's share of the speed-up.
     from ippo_cli.ippo import IPPO
 
-    sync_ceiling = ceiling(REFERENCE + ["hardware.vec_env=sync"], seconds)
     IPPO.stack_updates = False
     try:
-        pairwise = training(REFERENCE + ["hardware.vec_env=sync"], rollouts)
+        result["sync_learner_one_pair_at_a_time"] = variant([], seconds, rollouts)
     finally:
         IPPO.stack_updates = True
-    result["sync_learner_one_pair_at_a_time"] = {
-        "ceiling_steps_per_second": sync_ceiling,
-        "training_steps_per_second": pairwise["steps_per_second"],
-        "ratio_to_ceiling": pairwise["steps_per_second"] / sync_ceiling,
-        "share": pairwise["share"],
-    }
-    text += (
-        "sync, learner one network pair at a time (IPPO.stack_updates=False): "
-        f"{pairwise['steps_per_second']:,.0f} steps/s "
-        f"({pairwise['steps_per_second'] / sync_ceiling:.0%} of a ceiling of "
-        f"{sync_ceiling:,.0f} measured just before), "
-        f"learning {pairwise['share']['learn']:.0%} of the loop\n"
+    text += variant_line(
+        "learner one network pair at a time (IPPO.stack_updates=False)",
+        result["sync_learner_one_pair_at_a_time"],
     )
     # The same sync run eager, for compiling's share (a run this short is eager under
     # hardware.torch_compile=auto; the rows above are compiled as a full run is).
-    eager_ceiling = ceiling(REFERENCE + ["hardware.vec_env=sync"], seconds)
-    eager = training(REFERENCE + ["hardware.vec_env=sync", "hardware.torch_compile=null"], rollouts)
-    result["sync_eager"] = {
-        "ceiling_steps_per_second": eager_ceiling,
-        "training_steps_per_second": eager["steps_per_second"],
-        "ratio_to_ceiling": eager["steps_per_second"] / eager_ceiling,
-        "share": eager["share"],
-    }
-    text += (
-        "sync, eager (hardware.torch_compile=null): "
-        f"{eager['steps_per_second']:,.0f} steps/s "
-        f"({eager['steps_per_second'] / eager_ceiling:.0%} of a ceiling of "
-        f"{eager_ceiling:,.0f} measured just before), "
-        f"learning {eager['share']['learn']:.0%} of the loop\n"
-    )
+    result["sync_eager"] = variant(["hardware.torch_compile=null"], seconds, rollouts)
+    text += variant_line("eager (hardware.torch_compile=null)", result["sync_eager"])
     text += table(
         "breakdown of the training loop's wall time",
         ["vec env", "env stepping", "action selection", "learning", "logging"],

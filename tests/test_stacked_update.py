@@ -72,12 +72,8 @@ def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
     stacked, stacked_metrics = _train(spec, stack=True, **kwargs)
     plain, plain_metrics = _train(spec, stack=False, **kwargs)
     assert stack_sets(stacked, _batches(stacked)) == [["speaker_0", "listener_0"]]
+    _assert_same_parameters(stacked, plain, atol=2e-5)
     for net in ("speaker_0", "listener_0"):
-        for role in ("actors", "critics"):
-            mine = dict(getattr(stacked, role)[net].named_parameters())
-            theirs = dict(getattr(plain, role)[net].named_parameters())
-            for name, p in mine.items():
-                assert torch.allclose(p, theirs[name], atol=2e-5), (net, role, name)
         for opts in ("actor_optimizers", "critic_optimizers"):
             mine = getattr(stacked, opts)[net].state_dict()["state"]
             theirs = getattr(plain, opts)[net].state_dict()["state"]
@@ -103,15 +99,19 @@ def test_compiled_stacked_update_matches_eager_training(spec, kwargs):
     assert compile_once.cache_info().currsize == 1  # the stack's minibatch terms
     assert stack_sets(compiled, _batches(compiled)) == [["speaker_0", "listener_0"]]
     plain, plain_metrics = _train(spec, stack=False, **kwargs)
-    for net in ("speaker_0", "listener_0"):
-        for role in ("actors", "critics"):
-            mine = dict(getattr(compiled, role)[net].named_parameters())
-            theirs = dict(getattr(plain, role)[net].named_parameters())
-            for name, p in mine.items():
-                assert torch.allclose(p, theirs[name], atol=1e-4), (net, role, name)
+    _assert_same_parameters(compiled, plain, atol=1e-4)
     for mine, theirs in zip(compiled_metrics, plain_metrics, strict=True):
         for net, values in mine.items():
             assert values == pytest.approx(theirs[net], rel=1e-3, abs=1e-4)
+
+
+def _assert_same_parameters(agent: IPPO, other: IPPO, atol: float) -> None:
+    for net in ("speaker_0", "listener_0"):
+        for role in ("actors", "critics"):
+            mine = dict(getattr(agent, role)[net].named_parameters())
+            theirs = dict(getattr(other, role)[net].named_parameters())
+            for name, p in mine.items():
+                assert torch.allclose(p, theirs[name], atol=atol), (net, role, name)
 
 
 def _batches(agent):
