@@ -20,7 +20,8 @@ log = logging.getLogger("ippo")
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 # hardware.torch_compile=auto compiles runs of at least this many updates: compiling takes
-# 5-10 s with a warm inductor cache and 35-50 s without one (speaker_listener, 2 cores).
+# 5-10 s with a warm inductor cache and about 35-40 s without one (speaker_listener,
+# 2 cores).
 AUTO_MIN_UPDATES = 100
 
 
