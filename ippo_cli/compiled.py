@@ -31,6 +31,11 @@ def compiled(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
     return torch.compile(fn, mode=mode)
 
 
+def maybe_compiled(fn: Callable[..., Any], mode: str | None) -> Callable[..., Any]:
+    """``fn`` itself when ``mode`` is None (eager), else :func:`compiled`."""
+    return fn if mode is None else compiled(fn, mode)
+
+
 def cpp_compiler() -> str | None:
     """The C++ compiler inductor would build CPU kernels with, or None when there is none."""
     try:

@@ -23,7 +23,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.biases import CommunicationBiases, validate_biases
-from ippo_cli.compiled import MODES, compiled
+from ippo_cli.compiled import MODES, maybe_compiled
 from ippo_cli.envs.vector import episodes_ended
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
@@ -813,9 +813,7 @@ class IPPO:
         # otherwise plain means, a few operations fewer per minibatch.
         all_chosen = bool(batch["chosen"].all())
         batch = {**batch, "chosen": batch["chosen"].float()}
-        terms = _minibatch_terms
-        if self.torch_compiler is not None:
-            terms = compiled(_minibatch_terms, self.torch_compiler)
+        terms = maybe_compiled(_minibatch_terms, self.torch_compiler)
         for order in orders:
             # One shuffle per epoch; its minibatches are then contiguous slices (views).
             # index_select gathers rows several times faster than v[order].

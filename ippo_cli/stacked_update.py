@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim.adam import adam as adam_step
 
-from ippo_cli.compiled import compiled
+from ippo_cli.compiled import maybe_compiled
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
 from ippo_cli.networks.distributions import make_distribution
 from ippo_cli.networks.stacked import (
@@ -154,9 +154,7 @@ def update_stack(
         for i, net_id in enumerate(net_ids)
         if agent.biases.signals(group_id_of(net_id))
     ]
-    terms = _minibatch_terms
-    if agent.torch_compiler is not None:
-        terms = compiled(_minibatch_terms, agent.torch_compiler)
+    terms = maybe_compiled(_minibatch_terms, agent.torch_compiler)
     totals = torch.zeros(g, len(METRIC_NAMES) - 1, device=stack.device)
     updates = 0
     for epoch in range(agent.update_epochs):

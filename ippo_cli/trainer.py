@@ -432,8 +432,8 @@ class Trainer:
         """``hardware.learn_threads`` torch threads (yielded) for work done while the envs
         wait (scoring a rollout, learning from it): their cores are free for matrix
         products."""
-        # The first, compiling update too: a lone run whose first update compiled on one
-        # thread used only 1.3 of 2 cores' worth on two threads afterwards.
+        # The same count from the first update on: a lone run whose first (compiling)
+        # update ran on one thread used only 1.3 of 2 cores' worth on two threads after.
         threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
         if threads == self.act_threads:
             yield threads
