@@ -95,6 +95,7 @@ class HardwareConfig:
     torch_compile: str | None = "auto"  # auto | default | reduce-overhead | max-autotune
     vec_env: str = "async"  # async | sync | auto (factory.vec_env_kind)
     num_workers: int | None = None  # async workers; null = min(cores, num_envs)
+    cores: int | None = None  # cores the run may use; null = all it may run on (sweeps set it)
     distributed: bool = False  # data-parallel ranks started by torchrun / accelerate launch
 
 
@@ -229,6 +230,8 @@ def validate_train(cfg: Any) -> None:
         "must be null or >= 1",
     )
     need(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0")
+    cores = h.get("cores")  # absent from the configs of checkpoints older than it
+    need(cores is None or cores >= 1, "hardware.cores", cores, "must be null or >= 1")
     need(
         h.learn_threads is None or h.learn_threads >= 1,
         "hardware.learn_threads",

@@ -37,6 +37,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def run_cores(hardware: Any) -> int:
+    """Cores a run may use: ``hardware.cores`` (a sweep job's share), else every core
+    this process may run on."""
+    return hardware.get("cores") or available_cores()
+
+
 def job_cores(launcher: Any, cores: int | None = None) -> int | None:
     """Cores one job of a sweep may use under ``launcher`` (hydra.launcher), or None
     when the job has the machine to itself (the basic launcher runs jobs one by one)."""
@@ -56,21 +62,20 @@ def job_cores(launcher: Any, cores: int | None = None) -> int | None:
 
 
 def share_cores(cfg: Any, launcher: Any) -> str | None:
-    """Fit a sweep job's env workers and torch threads to its share of the cores (unless
-    the user set them); returns what was decided, for the log."""
+    """Fit a sweep job to its share of the cores (unless the user set ``hardware.cores``):
+    ``hardware.cores`` caps its env workers (``num_workers`` null) and its automatic
+    learning threads, which still start at 1 for small minibatches and fall back to 1 when
+    starved; returns what was decided, for the log."""
     cores = job_cores(launcher)
     hardware = cfg.hardware
-    if cores is None or hardware.num_workers is not None:
+    if cores is None or hardware.get("cores") is not None:
         return None
-    hardware.num_workers = cores
-    if cores == 1 and hardware.vec_env in ("async", "auto"):
+    hardware.cores = cores
+    if cores == 1 and hardware.num_workers is None and hardware.vec_env in ("async", "auto"):
         hardware.vec_env = "sync"  # one worker process would only add IPC
     if hardware.threads == 0:
         hardware.threads = cores
-    if hardware.learn_threads is None:
-        hardware.learn_threads = cores
     return (
-        f"sweep job: {cores} core(s): hardware.num_workers={cores}, "
-        f"vec_env={hardware.vec_env}, threads={hardware.threads}, "
-        f"learn_threads={hardware.learn_threads}"
+        f"sweep job: {cores} core(s): hardware.cores={cores}, "
+        f"vec_env={hardware.vec_env}, threads={hardware.threads}"
     )

@@ -27,7 +27,7 @@ from ippo_cli.envs.factory import env_fn, make_train_env
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
-from ippo_cli.launchers import available_cores
+from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.stacked_acting import StackedSampler
@@ -84,12 +84,12 @@ STARVED_MIN_SECONDS = 0.05  # shorter updates are not judged
 THREADED_MINIBATCH_ROWS = 512
 
 
-def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
+def learn_threads_auto(agent: IPPO, dist: distributed.Context, cores: int) -> int:
     """Torch threads for learning when hardware.learn_threads is null: one while every
     minibatch is small, where a step is dozens of tiny operations and threads only add
     synchronisation; from ``THREADED_MINIBATCH_ROWS`` rows in a group's minibatch
-    (batch_size x its agents), every core this process may use, shared among the
-    data-parallel ranks on this machine.
+    (batch_size x its agents), the run's ``cores`` (:func:`~ippo_cli.launchers.run_cores`),
+    shared among the data-parallel ranks on this machine.
 
     Measured on 2 cores, 2 threads against 1: no gain at 128 rows (the reference's
     speaker_listener), 5% at 256, 20-35% at 512 (the tuned speaker_listener) and about
@@ -103,7 +103,7 @@ def learn_threads_auto(agent: IPPO, dist: distributed.Context) -> int:
     if rows < THREADED_MINIBATCH_ROWS:
         return 1
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist.parallel else 1
-    return max(1, available_cores() // local_ranks)
+    return max(1, cores // local_ranks)
 
 
 def build_agent(
@@ -228,9 +228,10 @@ class Trainer:
         self.learn_threads = cfg.hardware.learn_threads
         seed_everything(cfg.seed)
         self.num_envs = cfg.env.num_envs
-        self.env = make_train_env(
-            cfg.env, self.num_envs, cfg.hardware.vec_env, cfg.hardware.num_workers
-        )
+        # Unset, the workers are one per core the run may use (a checkpoint's config from
+        # before hardware.cores has no such key).
+        workers = cfg.hardware.num_workers or cfg.hardware.get("cores")
+        self.env = make_train_env(cfg.env, self.num_envs, cfg.hardware.vec_env, workers)
         try:
             agents = list(self.env.possible_agents)
             self.agent = build_agent(
@@ -434,7 +435,9 @@ class Trainer:
         products."""
         # The same count from the first update on: a lone run whose first (compiling)
         # update ran on one thread used only 1.3 of 2 cores' worth on two threads after.
-        threads = self.learn_threads or learn_threads_auto(self.agent, self.dist)
+        threads = self.learn_threads or learn_threads_auto(
+            self.agent, self.dist, run_cores(self.cfg.hardware)
+        )
         if threads == self.act_threads:
             yield threads
             return

@@ -134,6 +134,7 @@ BAD_TRAIN = [
     (["algorithm.batch_size=0"], "algorithm.batch_size=0 is invalid"),
     (["algorithm.gamma=1.5"], "algorithm.gamma=1.5 is invalid"),
     (["env.num_envs=0"], "env.num_envs=0 is invalid"),
+    (["hardware.cores=0"], "hardware.cores=0 is invalid: must be null or >= 1"),
     (["algorithm.lr=abc"], "bad value for 'algorithm.lr'"),
     (["env=pettingzoo"], "'env.factory' must be set"),
     (["env=pettingzoo", "env.factory=nowhere.env"], "cannot import 'nowhere'"),

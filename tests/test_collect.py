@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ippo_cli.distributed import Context
-from ippo_cli.launchers import available_cores
 from ippo_cli.trainer import THREADED_MINIBATCH_ROWS, Trainer, learn_threads_auto
 from tests.conftest import FAST, probe_overrides, train_config
 
@@ -68,14 +67,13 @@ class _Agent:
 
 
 def test_learning_uses_more_threads_only_for_large_minibatches():
-    assert learn_threads_auto(_Agent(128, [1, 1]), Context()) == 1  # the reference's
-    assert learn_threads_auto(_Agent(32, [2, 8]), Context()) == 1
-    assert learn_threads_auto(_Agent(THREADED_MINIBATCH_ROWS - 1, [1, 1]), Context()) == 1
-    cores = available_cores()
-    assert learn_threads_auto(_Agent(512, [1, 1]), Context()) == cores  # the tuned speaker_listener
+    assert learn_threads_auto(_Agent(128, [1, 1]), Context(), 6) == 1  # the reference's
+    assert learn_threads_auto(_Agent(32, [2, 8]), Context(), 6) == 1
+    assert learn_threads_auto(_Agent(THREADED_MINIBATCH_ROWS - 1, [1, 1]), Context(), 6) == 1
+    assert learn_threads_auto(_Agent(512, [1, 1]), Context(), 6) == 6  # the tuned speaker_listener
     rows = THREADED_MINIBATCH_ROWS // 32
-    assert learn_threads_auto(_Agent(rows - 1, [32]), Context()) == 1
-    assert learn_threads_auto(_Agent(rows, [32]), Context()) == cores
+    assert learn_threads_auto(_Agent(rows - 1, [32]), Context(), 6) == 1
+    assert learn_threads_auto(_Agent(rows, [32]), Context(), 6) == 6
 
 
 def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):

@@ -173,7 +173,7 @@ def test_joblib_launcher_runs_two_jobs_at_once_on_a_share_of_the_cores(tmp_path)
     assert [r["status"] for r in rows] == ["completed", "completed"]
     cores = job_cores({"_target_": "x.JoblibLauncher", "n_jobs": 2})
     for job in "01":
-        assert f"hardware.num_workers={cores}" in (sweep / job / "train.log").read_text()
+        assert f"hardware.cores={cores}" in (sweep / job / "train.log").read_text()
 
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):
@@ -202,22 +202,53 @@ def test_job_cores_share_the_machine(launcher, n_jobs, cores, expected):
     assert job_cores({"_target_": launcher, "n_jobs": n_jobs}, cores) == expected
 
 
-def test_share_cores_fills_unset_workers_only():
+def test_share_cores_caps_the_job_unless_its_cores_are_set():
     from omegaconf import OmegaConf
 
     slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.x.SlurmLauncher"}
     unset = {"num_workers": None, "vec_env": "async", "threads": 0, "learn_threads": None}
-    cfg = OmegaConf.create({"hardware": unset})
-    assert share_cores(cfg, {**slurm, "cpus_per_task": 6})
+    cfg = OmegaConf.create({"hardware": {**unset, "cores": None}})
+    assert "hardware.cores=6" in share_cores(cfg, {**slurm, "cpus_per_task": 6})
     h = cfg.hardware
-    assert (h.num_workers, h.vec_env, h.threads, h.learn_threads) == (6, "async", 6, 6)
+    # learn_threads stays automatic: 1 for small minibatches, capped at the job's cores.
+    assert (h.cores, h.num_workers, h.vec_env, h.threads, h.learn_threads) == (
+        6,
+        None,
+        "async",
+        6,
+        None,
+    )
     one = OmegaConf.create({"hardware": {**unset, "threads": 1, "learn_threads": 2}})
     share_cores(one, {**slurm, "cpus_per_task": 1})
     h = one.hardware
-    assert (h.num_workers, h.vec_env, h.threads, h.learn_threads) == (1, "sync", 1, 2)
-    mine = OmegaConf.create({"hardware": {**unset, "num_workers": 3, "threads": 1}})
+    assert (h.cores, h.vec_env, h.threads, h.learn_threads) == (1, "sync", 1, 2)
+    # Workers the user asked for stay; the job is still capped.
+    workers = OmegaConf.create({"hardware": {**unset, "num_workers": 3}})
+    share_cores(workers, {**slurm, "cpus_per_task": 1})
+    assert (workers.hardware.cores, workers.hardware.vec_env) == (1, "async")
+    mine = OmegaConf.create({"hardware": {**unset, "cores": 3, "threads": 1}})
     assert share_cores(mine, {**slurm, "cpus_per_task": 6}) is None
-    assert mine.hardware.num_workers == 3
+    assert mine.hardware.cores == 3
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_runs_cores_set_its_env_workers_and_learning_threads(tmp_path, cores):
+    from ippo_cli.trainer import Trainer
+    from tests.conftest import FAST, probe_overrides, train_config
+
+    overrides = probe_overrides("ConstantRewardEnv") + [
+        "env.num_envs=4",
+        "hardware.vec_env=async",
+        f"hardware.cores={cores}",
+        "algorithm.batch_size=512",  # large enough to learn on several threads
+    ]
+    trainer = Trainer(train_config(FAST + overrides), tmp_path)
+    try:
+        assert trainer.env.num_workers == cores
+        with trainer._learn_threads() as threads:
+            assert threads == cores
+    finally:
+        trainer.close()
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ippo_cli.envs.factory import env_fn
 from ippo_cli.evaluate import run_episodes
 from ippo_cli.ippo import IPPO
-from ippo_cli.launchers import available_cores
+from ippo_cli.launchers import run_cores
 from ippo_cli.trainer import EVAL_SEED_OFFSET, Progress, Trainer, seed_everything
 
 
@@ -97,7 +97,7 @@ def member_pool(cfg: DictConfig) -> ProcessPoolExecutor:
         "num_workers": None,
         "learn_threads": plain["hardware"].get("learn_threads") or 1,
     }
-    workers = min(cfg.hpo.population_size, available_cores())
+    workers = min(cfg.hpo.population_size, run_cores(cfg.hardware))
     return ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(plain,)
     )

@@ -37,7 +37,7 @@ from ippo_cli.evolution.report import member_row, plot_population, print_populat
 from ippo_cli.evolution.settings import hp_config_of, mutations_of, tournament_of
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
-from ippo_cli.launchers import available_cores
+from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger
 from ippo_cli.trainer import (
     _StopRequest,
@@ -128,13 +128,14 @@ class PopulationTrainer:
         start = time.perf_counter()
         wall_before = 0.0
         try:
-            if hpo.parallel and available_cores() < 2:
+            cores = run_cores(cfg.hardware)
+            if hpo.parallel and cores < 2:
                 log.warning("hpo.parallel=true needs 2 or more cores; training members in turn")
                 print(
-                    "ippo: warning: hpo.parallel=true needs 2 or more cores; this machine has "
+                    "ippo: warning: hpo.parallel=true needs 2 or more cores; this run may use "
                     "1, so members train one after another"
                 )
-            if hpo.parallel and available_cores() >= 2:
+            if hpo.parallel and cores >= 2:
                 self.pool = member_pool(cfg)
             else:
                 self.member = MemberTrainer(cfg)
