@@ -230,8 +230,7 @@ def validate_train(cfg: Any) -> None:
         "must be null or >= 1",
     )
     need(h.threads >= 0, "hardware.threads", h.threads, "must be >= 0")
-    cores = h.get("cores")  # absent from the configs of checkpoints older than it
-    need(cores is None or cores >= 1, "hardware.cores", cores, "must be null or >= 1")
+    need(h.cores is None or h.cores >= 1, "hardware.cores", h.cores, "must be null or >= 1")
     need(
         h.learn_threads is None or h.learn_threads >= 1,
         "hardware.learn_threads",
