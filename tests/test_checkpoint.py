@@ -121,6 +121,31 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
 
 
+def test_the_loader_refuses_code_even_where_torch_defaults_to_unpickling_anything(
+    tmp_path, monkeypatch
+):
+    # torch before 2.6 loads with weights_only=False unless told otherwise (pyproject allows
+    # torch 2.1): with that default, only our own weights_only=True keeps code from running.
+    unsafe_by_default = torch.load
+
+    def load(*args, weights_only=False, **kwargs):
+        return unsafe_by_default(*args, weights_only=weights_only, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    marker = tmp_path / "pwned"
+    evil = _RunsCode()
+    evil.marker = marker
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "agent": evil}, path)
+    with pytest.raises(CheckpointError, match="not plain data"):
+        checkpoint.load(path)
+    with pytest.raises(CheckpointError, match="not plain data"):
+        IPPO.load(str(path))
+    assert not marker.exists()
+    torch.load(path)  # the default this test stands for does run the file's code
+    assert marker.exists()
+
+
 def test_missing_file_and_directory_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         checkpoint.load(tmp_path / "nope.pt")
