@@ -1,4 +1,5 @@
-"""The clipped PPO losses against hand-worked numbers, and target_kl early stopping."""
+"""The PPO loss assembly (ppo_terms, in one network's (B,) and a stack's (G, B) form) and
+its metrics against hand-worked numbers, and target_kl early stopping."""
 
 import math
 
@@ -8,7 +9,13 @@ import torch
 from gymnasium import spaces
 
 from ippo_cli.ippo import IPPO
-from ippo_cli.losses import clipped_losses, normalize
+from ippo_cli.losses import (
+    clipped_losses,
+    explained_variance,
+    masked_mean,
+    normalize,
+    ppo_terms,
+)
 
 
 def test_clipped_policy_loss_matches_hand_computation():
@@ -43,6 +50,111 @@ def test_weighted_normalize_counts_only_the_weighted_samples():
     assert torch.allclose(normalize(x, torch.ones(5)), normalize(x), atol=1e-6)
     one = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0])
     assert torch.equal(normalize(x, one), x)  # fewer than two samples: left as is
+
+
+def test_masked_mean_weighs_each_row_by_its_weight():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0], [4.0, -8.0, 0.5, 6.0]])
+    w = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    # row 0: (1 + 2 + 3) / 3 = 2; row 1: (-8 + 6) / 2 = -1
+    assert masked_mean(x, w).tolist() == pytest.approx([2.0, -1.0])
+    assert masked_mean(x).tolist() == pytest.approx([26.5, 0.625])
+    # no weighted row: 0, not NaN
+    assert masked_mean(x[0], torch.zeros(4)).item() == 0.0
+
+
+# One minibatch of four rows: the new policy makes row 0's action 1.1 times as likely as
+# the behaviour policy did, row 1's half as likely, rows 2 and 3 equally likely.
+NEW_LOG_PROB = torch.log(torch.tensor([1.1, 0.5, 1.0, 1.0])) - 1.0
+MB = {
+    "log_probs": torch.full((4,), -1.0),
+    "advantages": torch.tensor([3.0, -1.0, 1.0, 1.0]),
+    "values": torch.tensor([0.5, 0.0, -1.0, 2.0]),
+    "returns": torch.tensor([1.5, 0.0, 1.0, 2.0]),
+}
+ENTROPY = torch.tensor([0.1, 0.2, 0.3, 0.4])
+VALUE = torch.tensor([1.0, 0.0, -1.0, 2.5])
+
+
+def test_ppo_terms_match_hand_computation():
+    policy, value, entropy, kl, clip_frac = ppo_terms(
+        NEW_LOG_PROB, ENTROPY, VALUE, MB, clip_coef=0.2, chosen=None
+    )
+    # Advantages normalised over the minibatch: mean 1, deviations (2, -2, 0, 0), unbiased
+    # std sqrt(8 / 3); a = 2 / sqrt(8 / 3) = 1.2247.
+    a = 2 / math.sqrt(8 / 3)
+    # row 0: r = 1.1 inside the clip range: -a * 1.1; row 1: r = 0.5, advantage -a: the
+    # pessimistic term max(0.5 a, 0.8 a) = 0.8 a; rows 2 and 3: advantage 0.
+    assert policy.item() == pytest.approx((-1.1 * a + 0.8 * a) / 4, abs=1e-6)
+    # value: row 0 moved 0.5 from its old value: clipped to 0.7, (0.7 - 1.5)^2 = 0.64
+    # beats (1 - 1.5)^2; row 3: (2.5 - 2)^2 = 0.25 beats clipped (2.2 - 2)^2
+    assert value.item() == pytest.approx(0.5 * (0.64 + 0 + 4.0 + 0.25) / 4, abs=1e-6)
+    assert entropy.item() == pytest.approx(0.25)
+    # KL estimate mean((r - 1) - log r) and the share of rows with |r - 1| > 0.2
+    assert kl.item() == pytest.approx(((0.1 - math.log(1.1)) + (-0.5 - math.log(0.5))) / 4)
+    assert clip_frac.item() == pytest.approx(0.25)
+    assert not kl.requires_grad and not clip_frac.requires_grad
+
+
+def test_ppo_terms_policy_loss_pushes_the_ratio_along_the_advantage():
+    # Raising the log-prob of a positive-advantage action must lower the loss, and of a
+    # negative-advantage action raise it: the ratio is new / old, not old / new.
+    mb = {**MB, "advantages": torch.tensor([1.0, -1.0, 1.0, -1.0])}
+    log_prob = torch.full((4,), -1.0, requires_grad=True)
+    policy, *_ = ppo_terms(log_prob, ENTROPY, VALUE, mb, clip_coef=0.2, chosen=None)
+    policy.backward()
+    a = 1 / math.sqrt(4 / 3)  # the normalised advantages are +-a
+    assert log_prob.grad.tolist() == pytest.approx([-a / 4, a / 4, -a / 4, a / 4], abs=1e-6)
+
+
+def test_ppo_terms_leave_rows_the_policy_did_not_choose_out_of_the_policy_terms():
+    # Row 3's action was the env's: it must change nothing but the value loss, which the
+    # critic learns from every row. Its advantage, far from the others, would shift the
+    # normalisation if it were counted.
+    chosen = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    mb = {**MB, "advantages": torch.tensor([3.0, -1.0, 1.0, 50.0])}
+    log_prob = NEW_LOG_PROB.clone()
+    log_prob[3] = 5.0  # a ratio of e^6 if the row took part
+    entropy = ENTROPY.clone()
+    entropy[3] = 100.0
+    weighted = ppo_terms(log_prob, entropy, VALUE, mb, 0.2, chosen)
+    three = {k: v[:3] for k, v in mb.items()}
+    alone = ppo_terms(log_prob[:3], entropy[:3], VALUE[:3], three, 0.2, None)
+    for name, mine, theirs in zip(
+        ["policy", "entropy", "kl", "clip"],
+        (weighted[0], *weighted[2:]),
+        (alone[0], *alone[2:]),
+        strict=True,
+    ):
+        assert mine.item() == pytest.approx(theirs.item(), abs=1e-6), name
+    every_row = ppo_terms(log_prob, entropy, VALUE, mb, 0.2, None)
+    assert weighted[1].item() == pytest.approx(every_row[1].item())
+
+
+def test_ppo_terms_of_a_stack_are_each_networks_own():
+    # (G, B) inputs give one value per network, each what that network's (B,) rows give.
+    g = torch.Generator().manual_seed(0)
+    rows = lambda: torch.randn(3, 8, generator=g)  # noqa: E731
+    mb = {"log_probs": rows(), "advantages": rows(), "values": rows(), "returns": rows()}
+    log_prob, entropy, value = rows(), rows().abs(), rows()
+    chosen = (torch.rand(3, 8, generator=g) < 0.7).float()
+    stacked = ppo_terms(log_prob, entropy, value, mb, 0.2, chosen)
+    for i in range(3):
+        one = ppo_terms(
+            log_prob[i], entropy[i], value[i], {k: v[i] for k, v in mb.items()}, 0.2, chosen[i]
+        )
+        for mine, theirs in zip(stacked, one, strict=True):
+            assert mine[i].item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+def test_explained_variance_matches_hand_computation():
+    returns = torch.tensor([1.0, 2.0, 3.0, 4.0])  # variance 1.25
+    assert explained_variance(returns, returns) == pytest.approx(1.0)
+    assert explained_variance(torch.zeros(4), returns) == pytest.approx(0.0)
+    # residuals (1, 0, 0, -1): variance 0.5, so 1 - 0.5 / 1.25
+    assert explained_variance(torch.tensor([0.0, 2.0, 3.0, 5.0]), returns) == pytest.approx(0.6)
+    # values 3 away from every return: residual variance 0, whatever their offset
+    assert explained_variance(returns - 3.0, returns) == pytest.approx(1.0)
+    assert math.isnan(explained_variance(torch.zeros(3), torch.full((3,), 2.0)))
 
 
 def _experiences(agent, steps=64, envs=2):

@@ -70,3 +70,59 @@ def test_invalid_steps_are_left_out_of_the_batch():
     batch = roll.flat_batch(0.99, 0.95)
     assert batch["obs"].shape[0] == 3
     assert torch.isfinite(batch["advantages"]).all()
+
+
+def test_returns_are_the_advantages_plus_the_values():
+    # The critic's target: with one-step episodes the return is the step's own reward,
+    # whatever the value was; across steps it is A + V.
+    roll = GroupRollout.allocate(3, 2, 1, (1,), (), torch.int64)
+    roll.valid[:] = True
+    roll.rewards[:] = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])[..., None]
+    roll.values[:] = torch.tensor([[0.5, -1.0], [2.0, 0.25], [-3.0, 1.5]])[..., None]
+    roll.ends[:] = 1.0
+    adv, returns = roll.advantages_and_returns(GAMMA, LAM)
+    assert torch.equal(returns, roll.rewards)
+    assert torch.equal(adv, roll.rewards - roll.values)
+    roll.ends[:] = 0.0
+    roll.last_values[:] = 2.0
+    batch = roll.flat_batch(GAMMA, LAM)
+    assert torch.allclose(batch["returns"], batch["advantages"] + batch["values"])
+    # env 0: rewards 1, 3, 5, values 0.5, 2, -3, last value 2; delta2 = 5 + 1.8 + 3 = 9.8; delta1 = 3 - 2.7 - 2 = -1.7;
+    # delta0 = 1 + 1.8 - 0.5 = 2.3; A1 = -1.7 + .72 * 9.8 = 5.356; A0 = 2.3 + .72 * 5.356
+    expected_adv = [2.3 + 0.72 * 5.356, 5.356, 9.8]
+    returns = roll.advantages_and_returns(GAMMA, LAM)[1][:, 0, 0]
+    assert returns.tolist() == pytest.approx(
+        [a + v for a, v in zip(expected_adv, [0.5, 2.0, -3.0], strict=True)], abs=1e-5
+    )
+
+
+def test_an_absent_step_gives_no_row_and_breaks_the_advantage_chain():
+    # Agent 1 of a group of two is absent at step 2 of 4 (dead, then back); agent 0 is
+    # present throughout. Whatever is stored at the absent step must not matter.
+    T, E, A = 4, 1, 2
+    roll = GroupRollout.allocate(T, E, A, (1,), (), torch.int64)
+    roll.valid[:] = True
+    roll.valid[2, 0, 1] = False
+    roll.rewards[:] = torch.tensor([1.0, 2.0, 3.0, 4.0])[:, None, None]
+    roll.values[:] = torch.tensor([0.5, 1.0, 1.5, 0.25])[:, None, None]
+    roll.last_values[:] = 2.0
+    for t in range(T):
+        roll.obs[t, 0, :, 0] = torch.tensor([10.0 * t, 10.0 * t + 1])
+    garbage = roll.flat_batch(GAMMA, LAM)
+    roll.rewards[2, 0, 1] = 1e6
+    roll.values[2, 0, 1] = -1e6
+    roll.ends[2, 0, 1] = 0.0
+    batch = roll.flat_batch(GAMMA, LAM)
+    assert batch["obs"][:, 0].tolist() == [0, 1, 10, 11, 20, 30, 31]  # (t, agent) order
+    for key in ("advantages", "returns", "values"):
+        assert torch.equal(batch[key], garbage[key]), key
+    adv, _ = roll.advantages_and_returns(GAMMA, LAM)
+    # agent 0 runs on: A3 = 4 + .9 * 2 - .25 = 5.55; A2 = 3 + .9 * .25 - 1.5 + .72 * A3
+    a3 = 5.55
+    a2 = 1.725 + 0.72 * a3
+    a1 = 2 + 0.9 * 1.5 - 1 + 0.72 * a2
+    assert adv[:, 0, 0].tolist() == pytest.approx([1.4 + 0.72 * a1, a1, a2, a3], abs=1e-5)
+    # agent 1: nothing flows back from step 3 past step 2; step 1 sees no next value.
+    assert adv[3, 0, 1].item() == pytest.approx(a3, abs=1e-5)
+    assert adv[1, 0, 1].item() == pytest.approx(2 - 1.0, abs=1e-5)
+    assert adv[0, 0, 1].item() == pytest.approx(1 + 0.9 * 1.0 - 0.5 + 0.72 * 1.0, abs=1e-5)
