@@ -172,6 +172,26 @@ class TruncationEnv(_ProbeEnv):
         return np.ones(1, np.float32)
 
 
+class ClockTruncationEnv(_ProbeEnv):
+    """Agents ``agent_0`` and ``agent_1`` (one group) see ``[t / 10, agent index]``; reward 1
+    per step; never terminate; truncated after a length drawn at each reset from 2..5, so
+    envs end their episodes at different steps and a final observation (``t`` = the
+    length) never equals the reset one (``t`` = 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ("agent_0", "agent_1"), _box(2), spaces.Discrete(2), episode_len=None, max_steps=5
+        )
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        out = super().reset(seed, options)
+        self.max_steps = int(self.np_random.integers(2, 6))
+        return out
+
+    def _obs(self, agent: str) -> np.ndarray:
+        return np.array([self.t / 10, self.possible_agents.index(agent)], np.float32)
+
+
 class DyingAgentEnv(_ProbeEnv):
     """``agent_1`` terminates at ``death_step``; ``agent_0`` runs to ``episode_len``.
 

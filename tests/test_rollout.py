@@ -87,8 +87,9 @@ def test_returns_are_the_advantages_plus_the_values():
     roll.last_values[:] = 2.0
     batch = roll.flat_batch(GAMMA, LAM)
     assert torch.allclose(batch["returns"], batch["advantages"] + batch["values"])
-    # env 0: rewards 1, 3, 5, values 0.5, 2, -3, last value 2; delta2 = 5 + 1.8 + 3 = 9.8; delta1 = 3 - 2.7 - 2 = -1.7;
-    # delta0 = 1 + 1.8 - 0.5 = 2.3; A1 = -1.7 + .72 * 9.8 = 5.356; A0 = 2.3 + .72 * 5.356
+    # env 0: rewards 1, 3, 5, values 0.5, 2, -3, last value 2; delta2 = 5 + 1.8 + 3 = 9.8;
+    # delta1 = 3 - 2.7 - 2 = -1.7; delta0 = 1 + 1.8 - 0.5 = 2.3;
+    # A1 = -1.7 + .72 * 9.8 = 5.356; A0 = 2.3 + .72 * 5.356
     expected_adv = [2.3 + 0.72 * 5.356, 5.356, 9.8]
     returns = roll.advantages_and_returns(GAMMA, LAM)[1][:, 0, 0]
     assert returns.tolist() == pytest.approx(
