@@ -257,11 +257,12 @@ class HangingEnv(ConstantRewardEnv):
 
 
 class RendezvousEnv(ConstantRewardEnv):
-    """Its first ``reset`` in a process writes a marker in ``directory`` and waits (up to
-    ``timeout`` s) until ``parties`` processes have done so, then raises if they have not:
-    jobs built on it finish only when that many run at the same time."""
+    """Its first ``reset`` in a process writes a marker in ``directory`` and waits until
+    ``parties`` processes have done so: jobs built on it finish only when that many run at
+    the same time. ``timeout`` (s) only keeps a job that waits in vain from hanging for
+    ever; it raises then."""
 
-    def __init__(self, directory: str, parties: int = 2, timeout: float = 60.0) -> None:
+    def __init__(self, directory: str, parties: int = 2, timeout: float = 600.0) -> None:
         super().__init__()
         self.directory, self.parties, self.timeout = directory, parties, timeout
 
@@ -270,11 +271,29 @@ class RendezvousEnv(ConstantRewardEnv):
         if not os.path.exists(marker):
             os.makedirs(self.directory, exist_ok=True)
             open(marker, "w").close()
-            deadline = time.time() + self.timeout
+            deadline = time.monotonic() + self.timeout
             while len(os.listdir(self.directory)) < self.parties:
-                if time.time() > deadline:
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"no other job ran within {self.timeout} s")
                 time.sleep(0.05)
+        return super().reset(seed, options)
+
+
+class PidRecordingEnv(ConstantRewardEnv):
+    """Records which process runs it: its first seeded ``reset`` creates the empty file
+    ``seed<seed>.pid<pid>`` in ``directory`` (a vector env reset with seed s gives env i
+    the seed s + i)."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+        self.recorded = False
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if seed is not None and not self.recorded:
+            os.makedirs(self.directory, exist_ok=True)
+            open(os.path.join(self.directory, f"seed{seed}.pid{os.getpid()}"), "w").close()
+            self.recorded = True
         return super().reset(seed, options)
 
 

@@ -236,7 +236,7 @@ def test_bad_bias_settings_are_refused_naming_the_value(kwargs, message):
 def test_cli_refuses_bad_bias_settings_in_one_line(tmp_path):
     override = "algorithm.signalling.speaker=-1"  # set by the tuned config: no +
     message = "signalling.speaker=-1.0 is invalid: must be a number >= 0"
-    result = run_cli(["train", "env=speaker_listener", override], tmp_path, timeout=120)
+    result = run_cli(["train", "env=speaker_listener", override], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

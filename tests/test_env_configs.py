@@ -49,7 +49,7 @@ def test_shipped_env_config_trains_from_the_cli(tmp_path, env_name):
     overrides, networks = ENVS[env_name]
     run_dir = tmp_path / "run"
     args = ["train", f"env={env_name}", *QUIET, *overrides, f"hydra.run.dir={run_dir}"]
-    result = run_cli(args, tmp_path, timeout=120)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr
 
     learn_step = int(next(o for o in overrides if "learn_step" in o).split("=")[1])

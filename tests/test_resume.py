@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ippo_cli import checkpoint
-from tests.conftest import run_cli, training_process
+from tests.conftest import HANG_GUARD_SECONDS, run_cli, training_process
 
 BASE = [
     "env=speaker_listener",
@@ -18,6 +18,9 @@ BASE = [
     "algorithm.learn_step=512",
     "eval_episodes=2",
     "checkpoint.every=1024",
+    # Bitwise comparisons: no automatic thread count that could fall back from 2 threads
+    # to 1 in one run and not the other.
+    "hardware.learn_threads=1",
 ]
 WALL_CLOCK = ("wall_time", "steps_per_second")
 
@@ -72,7 +75,7 @@ def test_a_run_stopped_by_a_signal_resumes_exactly(tmp_path):
     ]
     with training_process(args, tmp_path, run_dir, rows=3) as proc:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=HANG_GUARD_SECONDS)
     assert proc.returncode == 130
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["trainer"]["env_steps"] < 6144
     result = run_cli(["train", f"resume={run_dir / 'checkpoints' / 'last.pt'}"], tmp_path)

@@ -36,7 +36,7 @@ def _read(sweep):
 def test_a_sweep_over_lr_and_seeds_is_summarised_and_can_be_rebuilt(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["train", "-m", "algorithm.lr=0.001,0.003", "seed=0,1", *TINY]
-    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=120)
+    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
     for job in "0123":
@@ -58,7 +58,7 @@ def test_a_sweep_over_lr_and_seeds_is_summarised_and_can_be_rebuilt(tmp_path):
     # `ippo summary DIR` rebuilds the files of an existing sweep.
     for name in OUTPUTS:
         (sweep / name).unlink()
-    rebuilt = run_cli(["summary", str(sweep)], tmp_path, timeout=60)
+    rebuilt = run_cli(["summary", str(sweep)], tmp_path)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert all((sweep / name).is_file() for name in OUTPUTS)
     again, _ = _read(sweep)
@@ -70,7 +70,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     factories = "tests.probe_envs.RaisingEnv,tests.probe_envs.ConstantRewardEnv"
     args = ["train", "-m", "env=pettingzoo", "env.name=probe", f"env.factory={factories}"]
     args += [*TINY, "algorithm.learn_step=64", f"hydra.sweep.dir={sweep}"]
-    result = run_cli(args, tmp_path, timeout=120)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("ippo: error:")]
     assert len(errors) == 1 and "job 0 failed" in errors[0] and "bad action" in errors[0]
@@ -107,7 +107,7 @@ def test_an_unfinished_sweep_is_summarised_from_what_exists(tmp_path):
     assert summary["jobs"][1]["env_steps"] == 10 and summary["jobs"][1]["best_eval"] == 0.0
     (group,) = summary["groups"]
     assert group["seeds"] == 0 and len(group["_curves"]) == 2
-    result = run_cli(["summary", str(sweep)], tmp_path, timeout=60)
+    result = run_cli(["summary", str(sweep)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert all((sweep / name).is_file() for name in OUTPUTS)
 
@@ -115,7 +115,7 @@ def test_an_unfinished_sweep_is_summarised_from_what_exists(tmp_path):
 def test_summary_of_a_bad_directory_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "missing", tmp_path / "empty"):
-        result = run_cli(["summary", str(target)], tmp_path, timeout=60)
+        result = run_cli(["summary", str(target)], tmp_path)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ippo: error:"), result.stderr
@@ -124,7 +124,7 @@ def test_summary_of_a_bad_directory_is_one_line(tmp_path):
 
 
 def test_a_sweep_over_an_unknown_key_fails_before_any_job(tmp_path):
-    result = run_cli(["train", "-m", "algorithm.lrr=1,2", "logger=none"], tmp_path, timeout=60)
+    result = run_cli(["train", "-m", "algorithm.lrr=1,2", "logger=none"], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "algorithm.lrr" in lines[0], result.stderr
@@ -145,7 +145,7 @@ def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
         "hardware.vec_env=sync",
         "algorithm.learn_step=choice(256,512)",
     ]
-    result = run_cli(args, tmp_path, timeout=300)
+    result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
@@ -165,7 +165,7 @@ def test_joblib_launcher_runs_two_jobs_at_once_on_a_share_of_the_cores(tmp_path)
     meet = tmp_path / "meet"
     probe = probe_overrides("RendezvousEnv", directory=meet)
     args = ["train", "-m", "launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY]
-    result = run_cli([*args, *probe, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=180)
+    result = run_cli([*args, *probe, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 0, result.stderr
     # Each job waited for the other at its first reset: both finished, so both ran at once.
     assert len(list(meet.iterdir())) == 2
@@ -179,7 +179,7 @@ def test_joblib_launcher_runs_two_jobs_at_once_on_a_share_of_the_cores(tmp_path)
 def test_submitit_local_launcher_runs_a_job(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["train", "-m", "launcher=submitit_local", "seed=3", *TINY]
-    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=180)
+    result = run_cli([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 0, result.stderr
     job = json.loads((sweep / "0" / "summary.json").read_text())
     assert job["status"] == "completed" and job["env_steps"] == 512
@@ -260,7 +260,7 @@ def test_a_runs_cores_set_its_env_workers_and_learning_threads(tmp_path, cores):
     ],
 )
 def test_bad_search_space_refused_before_any_job(tmp_path, args, message):
-    result = run_cli(["train", "-m", *args, *TINY], tmp_path, timeout=60)
+    result = run_cli(["train", "-m", *args, *TINY], tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "outputs").exists()
@@ -269,7 +269,7 @@ def test_bad_search_space_refused_before_any_job(tmp_path, args, message):
 def test_launcher_without_its_plugin_is_refused(tmp_path):
     if missing_plugin("ray") is None:
         pytest.skip("the Ray launcher is installed")
-    result = run_cli(["train", "-m", "launcher=ray", "seed=0,1", *TINY], tmp_path, timeout=60)
+    result = run_cli(["train", "-m", "launcher=ray", "seed=0,1", *TINY], tmp_path)
     assert result.returncode == 2
     assert "pip install 'ippo-cli[ray]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
