@@ -221,6 +221,9 @@ PROBE = (
     probe_overrides("ActionRewardEnv", action_space="discrete")
     + FAST[:-2]
     + ["logger=none", "progress=false", "hardware.vec_env=sync"]
+    # Bitwise resume comparison: mutated batch sizes must not cross the automatic
+    # learning-thread count's 2-to-1 fallback in one run and not the other.
+    + ["hardware.learn_threads=1"]
 )
 
 
