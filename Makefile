@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench mutation clean
 
 install: $(STAMP)
 
@@ -31,5 +31,10 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks $(ARGS)
 
+# mutation testing of the learning core (an hour or more; not in CI): see tests/mutation.py
+mutation: install
+	$(BIN)/pip install --disable-pip-version-check -q mutmut==3.8.1
+	$(BIN)/python -m tests.mutation
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants

@@ -2,6 +2,7 @@
 its metrics against hand-worked numbers, and target_kl early stopping."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -155,6 +156,17 @@ def test_explained_variance_matches_hand_computation():
     # values 3 away from every return: residual variance 0, whatever their offset
     assert explained_variance(returns - 3.0, returns) == pytest.approx(1.0)
     assert math.isnan(explained_variance(torch.zeros(3), torch.full((3,), 2.0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no rows: NaN, without torch's degrees-of-freedom warning
+        assert math.isnan(explained_variance(torch.zeros(0), torch.zeros(0)))
+    # returns (0, 2): variance exactly 1; residuals (-1, 1), variance 1
+    assert explained_variance(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0])) == 0.0
+
+
+def test_a_ratio_of_one_is_never_counted_as_clipped():
+    # |r - 1| > c, strictly: with c = 0 an unchanged policy still clips nothing.
+    *_, clip_frac = ppo_terms(MB["log_probs"], ENTROPY, VALUE, MB, clip_coef=0.0, chosen=None)
+    assert clip_frac.item() == 0.0
 
 
 def _experiences(agent, steps=64, envs=2):
