@@ -46,6 +46,23 @@ def test_one_envs_raw_mask_applies_to_every_env_and_absent_masks_allow_everythin
     assert action_masks(None, ["a"], spaces.Discrete(3), 2) is None
 
 
+def test_masks_flagged_for_no_env_are_no_masks():
+    infos = {"a": {"action_mask": np.zeros((2, 3)), "_action_mask": np.zeros(2, bool)}}
+    assert action_masks(infos, ["a"], spaces.Discrete(3), 2) is None
+
+
+def test_a_multibinary_mask_of_the_space_s_shape_is_flattened():
+    space = spaces.MultiBinary([2, 2])
+    rows = np.array([[[1, 0], [0, 1]], [[1, 1], [0, 0]]])
+    masks = action_masks({"a": {"action_mask": rows, "_action_mask": [1, 1]}}, ["a"], space, 2)
+    assert masks[:, 0].tolist() == [[1, 0, 0, 1], [1, 1, 0, 0]]
+
+
+def test_a_mask_for_a_box_space_is_refused_naming_the_agent():
+    with pytest.raises(ValueError, match="agent 'a', but masks are not supported for its action"):
+        action_masks({"a": {"action_mask": np.ones(2)}}, ["a"], spaces.Box(-1, 1, (2,)), 1)
+
+
 def test_masks_of_different_lengths_per_env_are_taken_row_by_row():
     rows = np.empty(2, dtype=object)
     rows[0], rows[1] = np.array([1, 0, 1]), None
