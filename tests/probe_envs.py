@@ -173,20 +173,23 @@ class TruncationEnv(_ProbeEnv):
 
 
 class ClockTruncationEnv(_ProbeEnv):
-    """Agents ``agent_0`` and ``agent_1`` (one group) see ``[t / 10, agent index]``; reward 1
-    per step; never terminate; truncated after a length drawn at each reset from 2..5, so
-    envs end their episodes at different steps and a final observation (``t`` = the
-    length) never equals the reset one (``t`` = 0)."""
+    """Agents ``agent_0`` and ``agent_1`` (group ``agent``) and ``other_0`` (group ``other``)
+    see ``[t / 10, agent index]``; reward 1 per step; nobody terminates. Group ``agent`` is
+    truncated after a length drawn at each reset from 2..5, ``other_0`` one step earlier
+    (then absent until the episode ends): envs and groups are cut at different steps, and
+    a final observation (``t`` = the length) never equals the reset one (``t`` = 0)."""
 
     def __init__(self) -> None:
-        super().__init__(
-            ("agent_0", "agent_1"), _box(2), spaces.Discrete(2), episode_len=None, max_steps=5
-        )
+        agents = ("agent_0", "agent_1", "other_0")
+        super().__init__(agents, _box(2), spaces.Discrete(2), episode_len=None, max_steps=5)
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         out = super().reset(seed, options)
         self.max_steps = int(self.np_random.integers(2, 6))
         return out
+
+    def _truncated(self, agent: str) -> bool:
+        return self.t >= self.max_steps - (agent == "other_0")
 
     def _obs(self, agent: str) -> np.ndarray:
         return np.array([self.t / 10, self.possible_agents.index(agent)], np.float32)

@@ -113,25 +113,40 @@ def test_env_defined_actions_train_the_critic_and_not_the_policy(collected, spac
 
 def test_truncation_bootstraps_each_env_and_agent_from_its_own_final_observation(collected):
     trainer = collected(probe_overrides("ClockTruncationEnv") + SHORT)
-    agent, roll = trainer.agent, trainer.rollouts["agent"]
-    cut = roll.ends.bool()  # the env never terminates: every end is a truncation
-    # Envs draw their episode lengths: they are cut at different steps.
-    assert cut.any() and not torch.equal(cut[:, 0], cut[:, 1])
-    # obs = [t / 10, agent]: the final observation of the step from t is [(t + 1) / 10, agent]
-    # and the next episode's first is [0, agent].
-    t, who = torch.round(roll.obs[..., 0] * 10), roll.obs[..., 1]
-    assert torch.equal(cut[:-1], t[1:] == 0)
+    agent = trainer.agent
+    # Critics whose value of a zero observation (what a vector env has in place of a final
+    # observation where there is none) is not 0 either, as it is at initialisation.
     with torch.no_grad():
-        critic = agent.critics["agent"]
-        final = critic(torch.stack([(t + 1) / 10, who], -1).flatten(0, 2)).view_as(t)
-        reset = critic(torch.stack([torch.zeros_like(t), who], -1).flatten(0, 2)).view_as(t)
-    assert (final[cut] - reset[cut]).abs().min() > 1e-4  # the test can tell them apart
-    assert torch.allclose(roll.bootstrap[cut], final[cut], atol=1e-6)
-    assert (roll.bootstrap[~cut] == 0).all()
-    # A cut step's advantage is its reward plus gamma times that value, less its own value.
-    adv, _ = roll.advantages_and_returns(agent.gamma, agent.gae_lambda)
-    expected = roll.rewards[cut] + agent.gamma * final[cut] - roll.values[cut]
-    assert torch.allclose(adv[cut], expected, atol=1e-5)
+        for critic in agent.critics.values():
+            for p in critic.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+    trainer.collect(*trainer.env.reset(seed=0))
+    group, other = trainer.rollouts["agent"], trainer.rollouts["other"]
+    # Envs draw their episode lengths and other_0 is cut a step before the group: cuts
+    # fall at different steps in different envs and groups.
+    assert not torch.equal(group.ends[:, 0], group.ends[:, 1])
+    assert not torch.equal(group.ends[:, :, 0], other.ends[:, :, 0])
+    for net_id, roll in trainer.rollouts.items():
+        assert (roll.rewards[roll.valid] == 1).all() and (roll.rewards[~roll.valid] == 0).all()
+        assert (roll.ends[~roll.valid] == 1).all()  # an absence ends the advantage chain
+        cut = roll.ends.bool() & roll.valid  # nobody terminates: every end is a truncation
+        assert cut.any()
+        # obs = [t / 10, agent]: the final observation of the step from t is
+        # [(t + 1) / 10, agent]; the next episode's first is [0, agent].
+        t, who = torch.round(roll.obs[..., 0] * 10), roll.obs[..., 1]
+        if net_id == "agent":
+            assert torch.equal(cut[:-1], t[1:] == 0)
+        with torch.no_grad():
+            critic = agent.critics[net_id]
+            final = critic(torch.stack([(t + 1) / 10, who], -1).flatten(0, 2)).view_as(t)
+            reset = critic(torch.stack([torch.zeros_like(t), who], -1).flatten(0, 2)).view_as(t)
+        assert (final[cut] - reset[cut]).abs().min() > 1e-4  # the test can tell them apart
+        assert torch.allclose(roll.bootstrap[cut], final[cut], atol=1e-6)
+        assert (roll.bootstrap[~cut] == 0).all()
+        # A cut step's advantage: its reward, plus gamma times that value, less its value.
+        adv, _ = roll.advantages_and_returns(agent.gamma, agent.gae_lambda)
+        expected = roll.rewards[cut] + agent.gamma * final[cut] - roll.values[cut]
+        assert torch.allclose(adv[cut], expected, atol=1e-5)
 
 
 # --------------------------------------------------------------- absent agents
@@ -146,6 +161,8 @@ def test_an_agent_absent_after_dying_gives_no_rows_until_its_next_episode(collec
     assert torch.equal(roll.valid[:, :, 1], t < 2)
     assert torch.equal(roll.ends[:, :, 1][t < 2].bool(), (t == 1)[t < 2])
     assert torch.equal(roll.ends[:, :, 0].bool(), t == 5)
+    assert (roll.ends[:, :, 1][t >= 2] == 1).all()  # an absence ends the advantage chain
+    assert (roll.rewards[roll.valid] == 1).all() and (roll.rewards[~roll.valid] == 0).all()
     batch = roll.flat_batch(trainer.agent.gamma, trainer.agent.gae_lambda)
     assert batch["obs"].shape[0] == int(roll.valid.sum())
     agent_1 = batch["obs"][:, 1] == 1

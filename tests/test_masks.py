@@ -58,6 +58,11 @@ def test_a_multibinary_mask_of_the_space_s_shape_is_flattened():
     assert masks[:, 0].tolist() == [[1, 0, 0, 1], [1, 1, 0, 0]]
 
 
+def test_a_mask_of_the_wrong_length_is_refused_naming_both_lengths():
+    with pytest.raises(ValueError, match=r"agent 'a' has length 2; .*Discrete\(3\) needs 3"):
+        action_masks({"a": {"action_mask": np.ones(2)}}, ["a"], spaces.Discrete(3), 1)
+
+
 def test_a_mask_for_a_box_space_is_refused_naming_the_agent():
     with pytest.raises(ValueError, match="agent 'a', but masks are not supported for its action"):
         action_masks({"a": {"action_mask": np.ones(2)}}, ["a"], spaces.Box(-1, 1, (2,)), 1)
