@@ -107,20 +107,46 @@ def test_an_empty_mask_is_refused_only_for_an_agent_that_acts():
 def test_env_defined_actions_are_imposed_where_given_and_not_nan():
     infos = {
         "a": {
-            "env_defined_actions": np.array([[1.0], [np.nan], [2.0]]),
+            "env_defined_actions": np.array([[np.nan], [1.0], [2.0]]),
             "_env_defined_actions": [1, 1, 0],
         },
         "b": {"env_defined_actions": None},
     }
     actions, imposed = env_defined_actions(infos, ["a", "b"], spaces.Discrete(3), 3)
-    assert imposed.tolist() == [[True, False], [False, False], [False, False]]
-    assert actions.shape == (3, 2) and actions[0, 0] == 1.0
+    # env 0's NaN row leaves the choice to the policy; env 2 gave no row
+    assert imposed.tolist() == [[False, False], [True, False], [False, False]]
+    assert actions.shape == (3, 2) and actions[1, 0] == 1.0
     assert (
         env_defined_actions({"a": {"env_defined_actions": None}}, ["a"], spaces.Discrete(3), 2)
         is None
     )
     nan_only = {"a": {"env_defined_actions": np.array([np.nan])}}
     assert env_defined_actions(nan_only, ["a"], spaces.Discrete(3), 2) is None
+
+
+def test_env_defined_actions_given_per_env_leave_none_and_nan_rows_to_the_policy():
+    # Envs disagreeing on shape (None in some) arrive as an object array.
+    rows = np.empty(3, dtype=object)
+    rows[0], rows[1], rows[2] = None, np.array([np.nan]), np.array([2])
+    infos = {"a": {"env_defined_actions": rows, "_env_defined_actions": [1, 1, 1]}}
+    actions, imposed = env_defined_actions(infos, ["a"], spaces.Discrete(3), 3)
+    assert imposed[:, 0].tolist() == [False, False, True] and actions[2, 0] == 2.0
+    # A plain int for a Discrete agent, from one env's raw info.
+    actions, imposed = env_defined_actions(
+        {"a": {"env_defined_actions": 1}}, ["a"], spaces.Discrete(3), 2
+    )
+    assert imposed.all() and actions[:, 0].tolist() == [1.0, 1.0]
+
+
+def test_env_defined_actions_of_a_matrix_box_are_given_flat_or_shaped():
+    box = spaces.Box(-1, 1, (2, 2))
+    flat = np.array([0.1, 0.2, 0.3, 0.4])
+    for given in (flat, flat.reshape(2, 2)):
+        rows = np.stack([given, given])
+        infos = {"a": {"env_defined_actions": rows, "_env_defined_actions": [0, 1]}}
+        actions, imposed = env_defined_actions(infos, ["a"], box, 2)
+        assert imposed[:, 0].tolist() == [False, True]
+        assert actions.shape == (2, 1, 2, 2) and actions[1, 0].tolist() == [[0.1, 0.2], [0.3, 0.4]]
 
 
 def test_box_env_defined_actions_keep_their_shape():
