@@ -68,6 +68,13 @@ def test_a_mask_for_a_box_space_is_refused_naming_the_agent():
         action_masks({"a": {"action_mask": np.ones(2)}}, ["a"], spaces.Box(-1, 1, (2,)), 1)
 
 
+def test_a_raw_mask_array_with_a_row_per_env_is_taken_per_env():
+    # The Python API's caller may give (num_envs, dim) masks without the vector env's flags.
+    rows = np.array([[1, 0, 1], [0, 1, 1]])
+    masks = action_masks({"a": {"action_mask": rows}}, ["a"], spaces.Discrete(3), 2)
+    assert masks[:, 0].tolist() == rows.astype(bool).tolist()
+
+
 def test_masks_of_different_lengths_per_env_are_taken_row_by_row():
     rows = np.empty(2, dtype=object)
     rows[0], rows[1] = np.array([1, 0, 1]), None
