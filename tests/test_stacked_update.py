@@ -151,3 +151,16 @@ def test_large_cpu_minibatches_train_one_network_pair_at_a_time():
     assert stack_sets(big, _batches(big)) == []
     small = _agent(BOX, True, batch_size=LARGE_MINIBATCH_ROWS - 1)
     assert stack_sets(small, _batches(small)) == [["speaker_0", "listener_0"]]
+
+
+@pytest.mark.parametrize("spec", [BOX, DISCRETE], ids=["box", "discrete"])
+def test_stacked_signalling_with_every_action_chosen_matches_one_pair_at_a_time(spec):
+    # Every row the policy's choice: the losses and the signalling term take no weights.
+    agents = [_agent(spec, stack, signalling={"speaker": 0.1}) for stack in (True, False)]
+    for agent in agents:
+        rollouts = _fill(agent, seed=0)
+        for r in rollouts.values():
+            r.chosen.fill_(True)
+        torch.manual_seed(10)
+        agent.update(rollouts)
+    _assert_same_parameters(*agents, atol=2e-5)
