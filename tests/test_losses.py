@@ -44,6 +44,22 @@ def test_normalize_uses_batch_statistics():
     assert normalize(torch.tensor([5.0])).tolist() == [5.0]
 
 
+def test_normalize_works_per_row_of_a_stack_from_two_samples_on():
+    x = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 40.0]])
+    # row 1: mean 20, deviations (-10, -10, 20), unbiased std sqrt(300)
+    expected = [[-1.0, 0.0, 1.0], [-10 / 300**0.5, -10 / 300**0.5, 20 / 300**0.5]]
+    assert normalize(x).tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    # two samples are enough: mean 2, std sqrt(2)
+    assert normalize(torch.tensor([1.0, 3.0])).tolist() == pytest.approx([-(0.5**0.5), 0.5**0.5])
+
+
+def test_normalize_adds_its_guard_to_the_std():
+    # Advantages 2e-8 apart: std 1.414e-8, so (x - mean) / (std + 1e-8) = -+1e-8 / 2.414e-8.
+    x = torch.tensor([0.0, 2e-8])
+    assert normalize(x).tolist() == pytest.approx([-0.4142, 0.4142], abs=1e-3)
+    assert normalize(x, torch.ones(2)).tolist() == pytest.approx([-0.4142, 0.4142], abs=1e-3)
+
+
 def test_weighted_normalize_counts_only_the_weighted_samples():
     x = torch.tensor([1.0, 2.0, 3.0, 100.0, -50.0])
     weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0])
