@@ -36,6 +36,11 @@ def test_clipped_value_loss_matches_hand_computation():
     # sample 1: both (0-0.5)^2 = 0.25
     _, value_loss = clipped_losses(torch.ones(2), torch.zeros(2), value, old, returns, 0.2)
     assert value_loss.item() == pytest.approx(0.5 * (3.24 + 0.25) / 2, abs=1e-6)
+    # moving down as far: V = -1 clipped to -0.2, return -2: (-0.2 + 2)^2 = 3.24 beats 1
+    _, value_loss = clipped_losses(
+        torch.ones(1), torch.zeros(1), -value[:1], old[:1], -returns[:1], 0.2
+    )
+    assert value_loss.item() == pytest.approx(0.5 * 3.24, abs=1e-6)
 
 
 def test_normalize_uses_batch_statistics():
@@ -75,8 +80,9 @@ def test_masked_mean_weighs_each_row_by_its_weight():
     # row 0: (1 + 2 + 3) / 3 = 2; row 1: (-8 + 6) / 2 = -1
     assert masked_mean(x, w).tolist() == pytest.approx([2.0, -1.0])
     assert masked_mean(x).tolist() == pytest.approx([26.5, 0.625])
-    # no weighted row: 0, not NaN
-    assert masked_mean(x[0], torch.zeros(4)).item() == 0.0
+    # one weighted row: its value; none: 0, not NaN
+    one = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert masked_mean(x, one).tolist() == [2.0, 0.0]
 
 
 # One minibatch of four rows: the new policy makes row 0's action 1.1 times as likely as
