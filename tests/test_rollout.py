@@ -127,3 +127,17 @@ def test_an_absent_step_gives_no_row_and_breaks_the_advantage_chain():
     assert adv[3, 0, 1].item() == pytest.approx(a3, abs=1e-5)
     assert adv[1, 0, 1].item() == pytest.approx(2 - 1.0, abs=1e-5)
     assert adv[0, 0, 1].item() == pytest.approx(1 + 0.9 * 1.0 - 0.5 + 0.72 * 1.0, abs=1e-5)
+
+
+def test_storage_keeps_each_quantity_in_its_own_dtype():
+    # Image observations as bytes (4x smaller), discrete actions as integers (they index
+    # the log-probs), masks as booleans; everything else float32.
+    roll = GroupRollout.allocate(
+        2, 3, 1, (4, 4, 3), (2,), torch.int64, mask_dim=5, obs_dtype=torch.uint8
+    )
+    assert roll.obs.dtype == torch.uint8 and roll.obs.shape == (2, 3, 1, 4, 4, 3)
+    assert roll.actions.dtype == torch.int64 and roll.actions.shape == (2, 3, 1, 2)
+    assert roll.action_masks.dtype == torch.bool and roll.action_masks.shape == (2, 3, 1, 5)
+    assert roll.valid.dtype == roll.chosen.dtype == torch.bool
+    assert roll.rewards.dtype == roll.last_values.dtype == torch.float32
+    assert roll.last_values.shape == (3, 1)
