@@ -94,7 +94,7 @@ def run_episodes(
                     if bad is not None:
                         raise EnvOutputError(
                             f"non-finite {bad} from agent '{a}' in the evaluation env at "
-                            f"step {lengths[ep] + 1} of episode {ep}"
+                            f"step {lengths[ep] + 1} of episode {ep + 1}"
                         )
                     returns[ep, index[a]] += float(r)
                 lengths[ep] += 1

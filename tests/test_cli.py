@@ -139,6 +139,20 @@ BAD_TRAIN = [
     (["env=pettingzoo"], "'env.factory' must be set"),
     (["env=pettingzoo", "env.factory=nowhere.env"], "cannot import 'nowhere'"),
     (["-m", "algorithm.lr=1e-4,0"], "algorithm.lr=0.0 is invalid"),
+    # An env constructor that raises: the factory, its kwargs and the exception.
+    (
+        ["env=simple_spread", "env.backend=pettingzoo", "env.kwargs.N=0"],
+        "env.factory='mpe2.simple_spread_v3.parallel_env' with kwargs {'N': 0, 'local_ratio': "
+        "0.5, 'max_cycles': 25, 'continuous_actions': False} raised ValueError: zero-size array",
+    ),
+    (
+        ["-m", "env=simple_spread", "env.backend=pettingzoo", "env.kwargs.N=2,0"],
+        "sweep job with env.kwargs.N=0: env.factory='mpe2.simple_spread_v3.parallel_env' with",
+    ),
+    (
+        ["env=pettingzoo", "env.factory=tests.probe_envs.ConstantRewardEnv", "eval_gif=true"],
+        "eval_gif=true: env.factory='tests.probe_envs.ConstantRewardEnv' takes no render_mode",
+    ),
 ]
 
 

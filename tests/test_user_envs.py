@@ -4,11 +4,12 @@ and PettingZoo families whose extras are missing."""
 
 import importlib.util
 import json
+import math
 import shutil
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_training
 
 # What a user writes: a ParallelEnv and a factory that takes its own kwargs (no render_mode).
 USER_MODULE = '''
@@ -176,3 +177,22 @@ def test_an_atari_env_without_its_extra_is_refused_naming_the_install(tmp_path):
     assert result.returncode == 2
     _one_line(result, "No module named 'multi_agent_ale_py'")
     assert "pip install 'pettingzoo[atari]'" in result.stderr
+
+
+def test_multiwalker_from_the_sisl_extra_trains(tmp_path):
+    # pettingzoo[sisl] (our `sisl` extra, part of `dev`) brings Box2D: three walkers,
+    # Box observations and actions.
+    overrides = [
+        "env=pettingzoo",
+        "env.factory=pettingzoo.sisl.multiwalker_v9.parallel_env",
+        "env.name=multiwalker",
+        "+env.kwargs.max_cycles=40",
+        "env.num_envs=2",
+        "algorithm.learn_step=80",
+        "algorithm.total_steps=80",
+        "eval_episodes=1",
+    ]
+    trainer = run_training(tmp_path, overrides)
+    assert trainer.agent.agent_ids == ["walker_0", "walker_1", "walker_2"]
+    assert trainer.summary["env_steps"] == 80
+    assert math.isfinite(trainer.summary["final_eval"])
