@@ -161,6 +161,11 @@ def test_a_pettingzoo_family_without_its_extra_names_the_install():
     box2d = ModuleNotFoundError("No module named 'Box2D'", name="Box2D")
     hint = missing_extra("pettingzoo.sisl.multiwalker_v9.parallel_env", box2d)
     assert hint.endswith("pip install 'pettingzoo[sisl]'")
+    # An env that re-raises the missing module with its own words (hanabi does).
+    reraised = ImportError("Hanabi depends on OpenSpiel via Shimmy")
+    reraised.__cause__ = ModuleNotFoundError("No module named 'shimmy'", name="shimmy")
+    hint = missing_extra("pettingzoo.classic.hanabi_v5.env", reraised)
+    assert hint.endswith("pip install 'pettingzoo[classic]'")
     # Not a family's extra: a user's module, or a PettingZoo env module that does not exist.
     assert missing_extra("my_env.make", box2d) == ""
     gone = ModuleNotFoundError("No module 'pettingzoo.sisl.nope'", name="pettingzoo.sisl.nope")

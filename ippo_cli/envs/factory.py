@@ -47,11 +47,14 @@ def resolve(path: str, key: str = "env.factory") -> Callable[..., Any]:
 
 def missing_extra(path: str, exc: BaseException) -> str:
     """The install that fixes an import error of a PettingZoo env (``"; pip install ..."``),
-    or "" when ``exc`` is not a package missing under one of PettingZoo's families."""
+    or "" when ``exc`` (or its cause: some envs re-raise with their own message) is not a
+    package missing under one of PettingZoo's families."""
     parts = path.split(".")
-    missing = getattr(exc, "name", None)
     if len(parts) < 3 or parts[0] != "pettingzoo" or parts[1] not in PETTINGZOO_EXTRAS:
         return ""
+    if not isinstance(exc, ModuleNotFoundError):
+        exc = exc.__cause__
+    missing = getattr(exc, "name", None)
     if not isinstance(exc, ModuleNotFoundError) or not missing or missing.startswith("pettingzoo"):
         return ""
     return f"; PettingZoo's {parts[1]} envs need extras: pip install 'pettingzoo[{parts[1]}]'"
