@@ -82,7 +82,7 @@ def user_run(tmp_path_factory):
     """A user's directory holding my_env.py, and one short run trained there."""
     cwd = tmp_path_factory.mktemp("user")
     (cwd / "my_env.py").write_text(USER_MODULE)
-    result = run_cli(["train", *USER_ENV, *TINY], cwd, timeout=180)
+    result = run_cli(["train", *USER_ENV, *TINY], cwd, timeout=180, script=True)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (cwd / "outputs" / "train").glob("*/*")
     return cwd, run_dir
@@ -92,7 +92,7 @@ def test_a_module_in_the_working_directory_trains_and_evaluates(user_run):
     cwd, run_dir = user_run
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["env_steps"] == 64 and summary["final_eval"] is not None
-    result = run_cli(["eval", f"ckpt={run_dir}", "episodes=2"], cwd, timeout=180)
+    result = run_cli(["eval", f"ckpt={run_dir}", "episodes=2"], cwd, timeout=180, script=True)
     assert result.returncode == 0, result.stderr
     report = json.loads((run_dir / "checkpoints" / "eval.json").read_text())
     assert report["episodes"] == 2 and report["episode_length"]["mean"] == 4
@@ -102,7 +102,7 @@ def test_a_module_in_the_working_directory_sweeps_in_launcher_processes(tmp_path
     # The joblib launcher runs each job in a fresh process (loky), as submitit does.
     (tmp_path / "my_env.py").write_text(USER_MODULE)
     args = ["train", "-m", *USER_ENV, *TINY, "seed=0", "launcher=joblib"]
-    result = run_cli(args, tmp_path, timeout=240)
+    result = run_cli(args, tmp_path, timeout=240, script=True)
     assert result.returncode == 0, result.stderr
     (summary_path,) = (tmp_path / "outputs" / "multirun").glob("*/*/summary.json")
     jobs = json.loads(summary_path.read_text())["jobs"]
@@ -121,7 +121,7 @@ def test_an_env_that_raises_when_built_for_eval_is_one_line(user_run, tmp_path):
     _, run_dir = user_run
     shutil.copy(run_dir / "checkpoints" / "last.pt", tmp_path / "last.pt")
     (tmp_path / "my_env.py").write_text("def make(**kwargs):\n    raise RuntimeError('no map')\n")
-    result = run_cli(["eval", "ckpt=last.pt"], tmp_path, timeout=180)
+    result = run_cli(["eval", "ckpt=last.pt"], tmp_path, timeout=180, script=True)
     assert result.returncode == 2
     _one_line(
         result, "env.factory='my_env.make' with kwargs {'length': 4} raised RuntimeError: no map"
