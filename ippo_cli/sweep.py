@@ -17,7 +17,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from ippo_cli.files import write_text_atomic
+from ippo_cli.files import write_json, write_text_atomic
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -201,7 +201,7 @@ def write_summary(sweep_dir: str | Path, console: Any = None, quiet: bool = Fals
     sweep_dir = Path(sweep_dir)
     summary = build_summary(sweep_dir)
     public = {**summary, "jobs": _public(summary["jobs"]), "groups": _public(summary["groups"])}
-    write_text_atomic(sweep_dir / SUMMARY_JSON, json.dumps(public, indent=2) + "\n")
+    write_json(sweep_dir / SUMMARY_JSON, public)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ippo_cli import checkpoint, distributed
 from ippo_cli.compiled import resolve_mode
 from ippo_cli.envs.factory import env_fn, make_train_env
+from ippo_cli.envs.vector import EnvOutputError
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
@@ -191,7 +192,8 @@ def truncate_metrics(path: Path, updates: int) -> None:
 
 
 class NonFiniteError(RuntimeError):
-    """NaN or inf in an observation or a loss; the message says where.
+    """NaN or inf in an observation, in a reward or done from the env, or in a loss; the
+    message says where.
 
     ``weights_ok`` is False when the networks may already hold non-finite values, so
     the last checkpoint must not be overwritten.
@@ -544,7 +546,14 @@ class Trainer:
                 for i, a in enumerate(agents):
                     actions[a] = env_action[:, i]
             t0 = time.perf_counter()
-            obs, rewards, terms, truncs, infos = env.step(actions)
+            try:
+                obs, rewards, terms, truncs, infos = env.step(actions)
+            except EnvOutputError as exc:
+                step = self.progress.env_steps + (t + 1) * self.num_envs
+                raise NonFiniteError(
+                    f"{exc}, near env step {step}; checkpoints/last.pt holds the last update",
+                    weights_ok=True,
+                ) from None
             env_time += time.perf_counter() - t0
             self._store_outcome(t, rewards, terms, truncs, infos)
         with self._learn_threads():  # forward passes over the whole rollout
@@ -584,7 +593,8 @@ class Trainer:
                     )
 
     def _store_outcome(self, t, rewards, terms, truncs, infos) -> None:
-        # An inf reward stays inf (no overflow warnings); the loss check then names it.
+        # A reward beyond float32's range arrives as inf (no overflow warnings); the loss
+        # check then names it.
         with np.errstate(over="ignore"):
             self._store_step(t, rewards, terms, truncs, infos)
 
