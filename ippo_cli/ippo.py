@@ -484,14 +484,16 @@ class IPPO:
     def population(
         cls,
         size: int,
-        observation_spaces: Any,
-        action_spaces: Any,
+        observation_space: Any,
+        action_space: Any,
         wrapper_cls: Any = None,
         wrapper_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        """``size`` independent agents with indices 0..size-1 (optionally wrapped)."""
-        members = [cls(observation_spaces, action_spaces, index=i, **kwargs) for i in range(size)]
+        """``size`` independent agents with indices 0..size-1 (optionally wrapped);
+        ``observation_space`` and ``action_space`` are the constructor's
+        ``observation_spaces`` and ``action_spaces``."""
+        members = [cls(observation_space, action_space, index=i, **kwargs) for i in range(size)]
         if wrapper_cls is not None:
             members = [wrapper_cls(m, **(wrapper_kwargs or {})) for m in members]
         return members
@@ -499,6 +501,7 @@ class IPPO:
     def test(
         self,
         env: Any,
+        swap_channels: bool = False,
         max_steps: int | None = None,
         loop: int = 3,
         sum_scores: bool = True,
@@ -507,7 +510,11 @@ class IPPO:
         """Mean return over ``loop`` episodes (per env for a vector env), appended to
         ``fitness``. Acts deterministically by default, restores the training mode, and
         treats an absent agent's NaN reward as 0. ``sum_scores=False`` gives the mean
-        return per agent of each group instead of the sum over agents."""
+        return per agent of each group instead of the sum over agents.
+        ``swap_channels`` moves the channels of image observations from last to first
+        (``[H, W, C]`` -> ``[C, H, W]``) before the agent sees them."""
+        if swap_channels:
+            env = ChannelsFirst(env, [a for a in self.agent_ids if self._sees_images(a)])
         if hasattr(env, "num_envs"):
             returns = _vector_episode_returns(self, env, loop, max_steps, deterministic)
         else:
@@ -525,6 +532,9 @@ class IPPO:
             )
         self.fitness.append(float(np.mean(score)))
         return score
+
+    def _sees_images(self, agent_id: str) -> bool:
+        return self.obs_layouts[self.network_of[agent_id]].is_image
 
     # ------------------------------------------------------------------ acting
     def act_group(
@@ -1049,6 +1059,33 @@ def _agent_spaces(observation_spaces, action_spaces, agent_ids):
         check_observation_space(obs[agent], f"observation of agent '{agent}'")
         check_action_space(act[agent], f"action of agent '{agent}'")
     return obs, act, ids
+
+
+class ChannelsFirst:
+    """An env (ParallelEnv or vector env) whose image observations of ``agents`` come
+    with their channels moved from last to first (``[..., H, W, C]`` -> ``[..., C, H, W]``),
+    the reference's ``swap_channels``. Everything else is the wrapped env's."""
+
+    def __init__(self, env: Any, agents: Sequence[str]) -> None:
+        self.env = env
+        self.agents_to_swap = set(agents)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def _swap(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            a: np.moveaxis(np.asarray(o), -1, -3) if a in self.agents_to_swap else o
+            for a, o in obs.items()
+        }
+
+    def reset(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+        obs, infos = self.env.reset(*args, **kwargs)
+        return self._swap(obs), infos
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        obs, *rest = self.env.step(actions)
+        return (self._swap(obs), *rest)
 
 
 def _vector_episode_returns(
