@@ -482,6 +482,7 @@ class Trainer:
         self._valid = np.zeros(shape, dtype=bool)
         self._chosen = np.zeros(shape, dtype=bool)
         self._outcome = np.zeros((3, self.num_envs, len(self.agent_ids)))
+        self._warned_final_obs = False
         index = {a: i for i, a in enumerate(self.agent_ids)}
         self._columns = {
             net_id: _columns([index[a] for a in agents])
@@ -531,14 +532,14 @@ class Trainer:
                 env_action = agent.actors[net_id].env_action(action).cpu().numpy()
                 imposed = env_defined_actions(infos, agents, space, self.num_envs)
                 if imposed is not None:
-                    # The env acts for these agents: it gets their action, the policy
-                    # loss does not (the policy did not choose it).
+                    # The env acts for these agents: it gets their action, the rollout
+                    # stores it as the policy's own format, the policy loss leaves it out
+                    # (the policy did not choose it).
                     forced, where = imposed
                     env_action[where] = forced[where]
+                    own = agent.actors[net_id].policy_action(torch.from_numpy(forced[where]))
                     action = action.clone()
-                    action[torch.from_numpy(where)] = torch.from_numpy(forced[where]).to(
-                        action.dtype
-                    )
+                    action[torch.from_numpy(where)] = own.to(action.device, action.dtype)
                     self._chosen[t][:, cols] &= ~where
                 roll.actions[t] = action
                 for i, a in enumerate(agents):
@@ -605,6 +606,7 @@ class Trainer:
         # Truncation is not termination: bootstrap from the final observation's value.
         cut = (trunc > 0) & (term == 0)
         if cut.any():
+            cut = self._cut_with_final_obs(cut, infos)
             for net_id, agents in self.agent.members.items():
                 group_cut = cut[:, self._columns[net_id]]
                 if not group_cut.any():
@@ -617,6 +619,24 @@ class Trainer:
                 columns = np.arange(len(self.agent_ids))[self._columns[net_id]]
                 self._bootstrap[t, envs, columns[members]] = values
         self._track_episodes(reward, ends)
+
+    def _cut_with_final_obs(self, cut: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
+        """The truncations whose final observation the env gave. The others end without a
+        bootstrap, as a termination would (their value is unknown, and that of the zeros
+        standing in for the observation is no estimate of it); a warning says so once."""
+        given = np.stack([infos[a]["_final_obs"] for a in self.agent_ids], axis=1)
+        missing = cut & ~given
+        if missing.any() and not self._warned_final_obs:
+            self._warned_final_obs = True
+            env, i = np.argwhere(missing)[0]
+            log.warning(
+                "agent '%s' was truncated in env %d without a final observation (the env "
+                "left it out of the step's observations): such truncations are not "
+                "bootstrapped, as if the agent had terminated",
+                self.agent_ids[i],
+                env,
+            )
+        return cut & given
 
     def _track_episodes(self, reward: np.ndarray, ends: np.ndarray) -> None:
         """Running returns; an env whose agents are all done has ended its episode."""
