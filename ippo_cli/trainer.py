@@ -30,6 +30,8 @@ from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
+from ippo_cli.networks.encoders import sized_encoder_config
+from ippo_cli.spaces import observation_layout
 from ippo_cli.stacked_acting import StackedSampler
 
 log = logging.getLogger("ippo")
@@ -71,6 +73,23 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     return {
         g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
     }
+
+
+def with_sized_cnns(net_config: dict[str, Any], group_spaces: dict[str, Any]) -> dict[str, Any]:
+    """``net_config`` whose image encoders that set no kernel or stride (``network=auto``)
+    are sized to each group's images (:func:`sized_encoder_config`): keyed by group when
+    that changed anything. Unsupported spaces are left for the agent to refuse."""
+    keyed = set(net_config) <= set(group_spaces)
+    per_group = net_config if keyed else {g: net_config for g in group_spaces}
+    sized = {}
+    for group, cfg in per_group.items():
+        try:
+            layout = observation_layout(group_spaces[group])
+        except TypeError:
+            return net_config
+        encoder = sized_encoder_config(layout, cfg.get("encoder_config"))
+        sized[group] = {**cfg, "encoder_config": encoder}
+    return net_config if sized == per_group else sized
 
 
 # Learning on several threads that gets less than this share of their cores' CPU time
@@ -119,12 +138,15 @@ def build_agent(
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
     hyper["torch_compiler"] = compile_mode
-    groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
+    first_of_group = {}
+    for agent_id, space in zip(agent_ids, observation_spaces, strict=True):
+        first_of_group.setdefault(agent_id.rsplit("_", 1)[0], space)
+    net_config = net_config_of(cfg.network, list(first_of_group))
     return IPPO(
         observation_spaces=observation_spaces,
         action_spaces=action_spaces,
         agent_ids=agent_ids,
-        net_config=net_config_of(cfg.network, groups),
+        net_config=with_sized_cnns(net_config, first_of_group),
         device=device,
         **hyper,
     )
