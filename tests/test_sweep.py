@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ippo_cli.launchers import job_cores, missing_plugin, share_cores
-from ippo_cli.sweep import build_summary, display_override
+from ippo_cli.sweep import build_summary
 from tests.conftest import run_cli
 
 TINY = [
@@ -158,6 +158,8 @@ def test_the_printed_summary_keeps_its_numbers_at_80_columns(tmp_path, monkeypat
 
 
 def test_display_override_rounds_float_values_only():
+    from ippo_cli.sweep import display_override
+
     assert display_override("algorithm.lr=0.000123456789012345") == "algorithm.lr=0.0001235"
     assert display_override("algorithm.lr=3e-4") == "algorithm.lr=0.0003"
     assert display_override("seed=3") == "seed=3"
