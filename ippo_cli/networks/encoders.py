@@ -106,16 +106,20 @@ def sized_cnn(image_shape: tuple[int, int, int], layers: int) -> dict[str, list[
     """Kernels and strides for ``layers`` conv layers that bring an image of ``image_shape``
     (C, H, W) down to a feature map about ``SIZED_CNN_TARGET`` wide.
 
-    Each layer takes the stride that leaves an equal share of the remaining reduction to
-    the layers after it, with a kernel twice the stride (3 at stride 1), as in the
-    reference's 8/4, 4/2 image network: 84x84 gets kernels [8, 10] and strides [4, 5]
-    (3x3 features), 32x32 [4, 6] and [2, 3] (4x4), 8x8 keeps [3, 3] and [1, 1] (4x4).
+    Each layer's stride is the share of the remaining reduction that falls to it (the
+    ``layers - i``-th root), rounded up for all but the last layer, so that the first,
+    most expensive layer shrinks the image most, as in the reference's 8/4, 4/2 image
+    network; a share under 2 keeps stride 1, so small images keep their detail. Kernels
+    are twice the stride (3 at stride 1). 32x32 gets kernels [6, 4] and strides [3, 2]
+    (3x3 features), 84x84 [10, 6] and [5, 3] (4x4), 8x8 keeps [3, 3] and [1, 1] (4x4).
     Sized by the smaller side; every layer fits the image.
     """
     side = min(image_shape[1:])
     kernels, strides = [], []
     for i in range(layers):
-        stride = max(1, math.floor((side / SIZED_CNN_TARGET) ** (1 / (layers - i))))
+        share = (side / SIZED_CNN_TARGET) ** (1 / (layers - i))
+        last = i == layers - 1
+        stride = math.ceil(share) if share >= 2 and not last else max(1, math.floor(share))
         kernel = min(3 if stride == 1 else 2 * stride, side)
         kernels.append(kernel)
         strides.append(stride)
