@@ -31,6 +31,8 @@ from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
+from ippo_cli.networks.encoders import sized_encoder_config
+from ippo_cli.spaces import observation_layout
 from ippo_cli.stacked_acting import StackedSampler
 
 log = logging.getLogger("ippo")
@@ -72,6 +74,23 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     return {
         g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
     }
+
+
+def with_sized_cnns(net_config: dict[str, Any], group_spaces: dict[str, Any]) -> dict[str, Any]:
+    """``net_config`` whose image encoders that set no kernel or stride (``network=auto``)
+    are sized to each group's images (:func:`sized_encoder_config`): keyed by group when
+    that changed anything. Unsupported spaces are left for the agent to refuse."""
+    keyed = set(net_config) <= set(group_spaces)
+    per_group = net_config if keyed else {g: net_config for g in group_spaces}
+    sized = {}
+    for group, cfg in per_group.items():
+        try:
+            layout = observation_layout(group_spaces[group])
+        except TypeError:
+            return net_config
+        encoder = sized_encoder_config(layout, cfg.get("encoder_config"))
+        sized[group] = {**cfg, "encoder_config": encoder}
+    return net_config if sized == per_group else sized
 
 
 # Learning on several threads that gets less than this share of their cores' CPU time
@@ -120,12 +139,15 @@ def build_agent(
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
     hyper["torch_compiler"] = compile_mode
-    groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
+    first_of_group = {}
+    for agent_id, space in zip(agent_ids, observation_spaces, strict=True):
+        first_of_group.setdefault(agent_id.rsplit("_", 1)[0], space)
+    net_config = net_config_of(cfg.network, list(first_of_group))
     return IPPO(
         observation_spaces=observation_spaces,
         action_spaces=action_spaces,
         agent_ids=agent_ids,
-        net_config=net_config_of(cfg.network, groups),
+        net_config=with_sized_cnns(net_config, first_of_group),
         device=device,
         **hyper,
     )
@@ -484,6 +506,7 @@ class Trainer:
         self._valid = np.zeros(shape, dtype=bool)
         self._chosen = np.zeros(shape, dtype=bool)
         self._outcome = np.zeros((3, self.num_envs, len(self.agent_ids)))
+        self._warned_final_obs = False
         index = {a: i for i, a in enumerate(self.agent_ids)}
         self._columns = {
             net_id: _columns([index[a] for a in agents])
@@ -533,14 +556,14 @@ class Trainer:
                 env_action = agent.actors[net_id].env_action(action).cpu().numpy()
                 imposed = env_defined_actions(infos, agents, space, self.num_envs)
                 if imposed is not None:
-                    # The env acts for these agents: it gets their action, the policy
-                    # loss does not (the policy did not choose it).
+                    # The env acts for these agents: it gets their action, the rollout
+                    # stores it as the policy's own format, the policy loss leaves it out
+                    # (the policy did not choose it).
                     forced, where = imposed
                     env_action[where] = forced[where]
+                    own = agent.actors[net_id].policy_action(torch.from_numpy(forced[where]))
                     action = action.clone()
-                    action[torch.from_numpy(where)] = torch.from_numpy(forced[where]).to(
-                        action.dtype
-                    )
+                    action[torch.from_numpy(where)] = own.to(action.device, action.dtype)
                     self._chosen[t][:, cols] &= ~where
                 roll.actions[t] = action
                 for i, a in enumerate(agents):
@@ -615,6 +638,7 @@ class Trainer:
         # Truncation is not termination: bootstrap from the final observation's value.
         cut = (trunc > 0) & (term == 0)
         if cut.any():
+            cut = self._cut_with_final_obs(cut, infos)
             for net_id, agents in self.agent.members.items():
                 group_cut = cut[:, self._columns[net_id]]
                 if not group_cut.any():
@@ -627,6 +651,24 @@ class Trainer:
                 columns = np.arange(len(self.agent_ids))[self._columns[net_id]]
                 self._bootstrap[t, envs, columns[members]] = values
         self._track_episodes(reward, ends)
+
+    def _cut_with_final_obs(self, cut: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
+        """The truncations whose final observation the env gave. The others end without a
+        bootstrap, as a termination would (their value is unknown, and that of the zeros
+        standing in for the observation is no estimate of it); a warning says so once."""
+        given = np.stack([infos[a]["_final_obs"] for a in self.agent_ids], axis=1)
+        missing = cut & ~given
+        if missing.any() and not self._warned_final_obs:
+            self._warned_final_obs = True
+            env, i = np.argwhere(missing)[0]
+            log.warning(
+                "agent '%s' was truncated in env %d without a final observation (the env "
+                "left it out of the step's observations): such truncations are not "
+                "bootstrapped, as if the agent had terminated",
+                self.agent_ids[i],
+                env,
+            )
+        return cut & given
 
     def _track_episodes(self, reward: np.ndarray, ends: np.ndarray) -> None:
         """Running returns; an env whose agents are all done has ended its episode."""
