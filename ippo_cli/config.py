@@ -186,6 +186,23 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    register_stacked_launcher()
+
+
+def register_stacked_launcher() -> None:
+    """`launcher=stacked`'s Hydra launcher. Hydra finds launchers by scanning the
+    ``hydra_plugins`` package, which an editable install hides from it: register it."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.ippo_stacked_launcher.stacked_launcher import (
+        StackedLauncher,
+        StackedLauncherConf,
+    )
+
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="ippo"
+    )
+    Plugins.instance().register(StackedLauncher)
 
 
 class ConfigError(ValueError):

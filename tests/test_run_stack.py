@@ -1,0 +1,156 @@
+"""Runs trained as the members of one stack (ippo_cli.run_stack, launcher=stacked): a
+member learns exactly what it learns alone, with its own hyperparameters, and a failing
+member stops alone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from ippo_cli.run_stack import RunStack
+from ippo_cli.stacking import Job, plan_stacks
+from ippo_cli.trainer import Trainer
+from tests.conftest import probe_overrides, train_config
+from tests.probe_envs import _box, _ProbeEnv
+
+ONE_UPDATE = [
+    "algorithm.learn_step=64",
+    "algorithm.batch_size=16",
+    "algorithm.update_epochs=2",
+    "algorithm.total_steps=64",
+    "env.num_envs=4",
+    "eval_every=0",
+    "eval_episodes=1",
+    "checkpoint.every=0",
+]
+SPEAKER_LISTENER = ["env=speaker_listener", *ONE_UPDATE]
+PROBE = [*probe_overrides("ObsRewardEnv", n_agents=2, episode_len=3), *ONE_UPDATE]
+
+
+class NanObsEnv(_ProbeEnv):
+    """Observations of ones until env step ``nan_at`` of an episode, then NaN."""
+
+    def __init__(self, nan_at: int = 3) -> None:
+        super().__init__(("agent_0",), _box(2), spaces.Discrete(2), episode_len=50)
+        self.nan_at = nan_at
+
+    def _obs(self, agent: str) -> np.ndarray:
+        value = np.nan if self.t >= self.nan_at else 1.0
+        return np.full(2, value, np.float32)
+
+
+def _trainer(tmp_path, name: str, overrides: list[str]) -> Trainer:
+    (tmp_path / name).mkdir()  # Hydra makes a job's run directory
+    return Trainer(train_config(overrides), tmp_path / name)
+
+
+def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    agent = trainer.agent
+    out = {}
+    for kind, nets in (("actor", agent.actors), ("critic", agent.critics)):
+        for net_id, net in nets.items():
+            for name, p in net.state_dict().items():
+                out[f"{kind}/{net_id}/{name}"] = p.detach().clone()
+    return out
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("env", [PROBE, SPEAKER_LISTENER], ids=["probe", "speaker_listener"])
+def test_a_member_of_a_stack_learns_what_it_learns_alone(tmp_path, env):
+    seeds = [0, 1]
+    solo = []
+    for seed in seeds:
+        trainer = _trainer(tmp_path, f"solo{seed}", [*env, f"seed={seed}"])
+        trainer.run()
+        solo.append(trainer)
+    members = [_trainer(tmp_path, f"member{seed}", [*env, f"seed={seed}"]) for seed in seeds]
+    before = [_params(m) for m in members]
+    summaries = RunStack(members).run()
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    for member, alone, start in zip(members, solo, before, strict=True):
+        after = _params(member)
+        assert any(not torch.equal(after[k], start[k]) for k in after)  # it learned
+        _assert_close(after, _params(alone))
+        # The same rollout: the same logged metrics, timing apart.
+        rows = [_rows(t.run_dir) for t in (member, alone)]
+        assert rows[0] == rows[1]
+
+
+def _rows(run_dir) -> list[dict[str, Any]]:
+    timing = ("wall_time", "steps_per_second")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+def test_members_learning_rates_really_differ(tmp_path):
+    still = _trainer(tmp_path, "still", [*PROBE, "algorithm.lr=1e-12"])
+    moving = _trainer(tmp_path, "moving", [*PROBE, "algorithm.lr=1e-3"])
+    before = [_params(m) for m in (still, moving)]
+    RunStack([still, moving]).run()
+    moved = [
+        max((after[k] - start[k]).abs().max().item() for k in start)
+        for after, start in zip([_params(still), _params(moving)], before, strict=True)
+    ]
+    assert moved[0] < 1e-8 < 1e-4 < moved[1]
+
+
+def test_a_member_stopping_early_for_kl_does_not_hold_the_others_back(tmp_path):
+    # A tiny target_kl: a member stops at its first minibatch whose KL is above zero; its
+    # partner without a limit takes every minibatch step.
+    tight = _trainer(tmp_path, "tight", [*PROBE, "algorithm.target_kl=1e-9"])
+    free = _trainer(tmp_path, "free", PROBE)
+    RunStack([tight, free]).run()
+    updates = [t.agent.last_metrics["agent"]["updates"] for t in (tight, free)]
+    assert updates[0] < updates[1] == 2 * (64 // 16)
+
+
+def test_a_failing_member_stops_alone_and_the_others_train_on(tmp_path):
+    nan_env = [
+        "env=pettingzoo",
+        f"env.factory={__name__}.NanObsEnv",
+        "env.name=nan",
+        "+env.kwargs.nan_at=3",
+        *ONE_UPDATE,
+        "algorithm.total_steps=128",
+    ]
+    good_env = [*probe_overrides("ObsRewardEnv", n_agents=1, episode_len=3), *ONE_UPDATE]
+    good = _trainer(tmp_path, "good", [*good_env, "algorithm.total_steps=128"])
+    bad = _trainer(tmp_path, "bad", nan_env)
+    summaries = RunStack([bad, good]).run()
+    assert summaries[0]["status"] == "failed"
+    assert "non-finite observation" in summaries[0]["error"]
+    assert "\n" not in summaries[0]["error"]
+    assert summaries[1]["status"] == "completed"
+    assert summaries[1]["env_steps"] == 128
+    assert (tmp_path / "good" / "checkpoints" / "last.pt").exists()
+    log = (tmp_path / "bad" / "train.log").read_text()
+    assert "member failed: non-finite observation" in log
+    assert "member failed" not in (tmp_path / "good" / "train.log").read_text()
+
+
+def _job(num: int, overrides: list[str], tmp_path) -> Job:
+    return Job(num, overrides, train_config(overrides), tmp_path / str(num))
+
+
+def test_jobs_are_grouped_by_what_they_share_and_capped_by_max_members(tmp_path):
+    jobs = [
+        _job(i, [*PROBE, f"seed={i}", f"algorithm.lr={lr}"], tmp_path)
+        for i, lr in enumerate([1e-3, 3e-4, 1e-3])
+    ]
+    jobs.append(_job(3, [*PROBE, "algorithm.batch_size=32"], tmp_path))
+    jobs.append(_job(4, [*PROBE, "resume=somewhere.pt"], tmp_path))
+    stacks, notes = plan_stacks(jobs, max_members=2)
+    assert [[job.num for job in stack] for stack in stacks] == [[0, 1], [2], [3], [4]]
+    assert any("jobs 0, 1, 2 train as one stack, split in 2 stacks" in n for n in notes)
+    assert any("differs" in n and "algorithm.batch_size" in n for n in notes)
+    assert any(n.startswith("job 4 runs alone: resume=") for n in notes)
