@@ -108,7 +108,11 @@ def plan_stacks(jobs: list[Job], max_members: int) -> tuple[list[list[Job]], lis
         if i > 0:
             differ = _differences(shared[keys[0]], shared[key])
             why = f"; differs from the first stack's jobs in {', '.join(differ[:4])}"
-        split = f", split in {len(chunks)} stacks (max_members={max_members})" if len(chunks) > 1 else ""
+        split = (
+            f", split in {len(chunks)} stacks (max_members={max_members})"
+            if len(chunks) > 1
+            else ""
+        )
         notes.append(f"jobs {nums} train as one stack{split}{why}")
     return stacks + solos, notes
 

@@ -61,7 +61,8 @@ def test_actors_stack_only_with_their_like():
     assert StackedSampler(mixed).sets == []
     grouped = IPPO(OBS + OBS[1:], [spaces.Discrete(3)] * 3, IDS + ["listener_1"])
     assert StackedSampler(grouped).sets == []  # 1 agent beside 2: rows differ
-    actions = _sample(StackedSampler(grouped), 
+    actions = _sample(
+        StackedSampler(grouped),
         {"speaker": torch.zeros(4, 3), "listener": torch.zeros(8, 11)},
         {"speaker": None, "listener": None},
     )

@@ -130,7 +130,9 @@ def _train_stack(stack: list, notes: list[str]) -> list[float | None]:
         from ippo_cli.sweep import SweepSummaryCallback
 
         sweep_dir = stack[0].run_dir.parent
-        print(f"interrupted: saved each member's checkpoints/last.pt in {sweep_dir}", file=sys.stderr)
+        print(
+            f"interrupted: saved each member's checkpoints/last.pt in {sweep_dir}", file=sys.stderr
+        )
         SweepSummaryCallback().on_multirun_end(
             OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
         )
