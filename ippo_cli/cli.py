@@ -351,7 +351,7 @@ def check_launch(cfg: DictConfig, multirun: bool) -> None:
         if cfg.get("hpo") is not None:
             raise UserError(
                 "hardware=distributed trains one agent and cannot run hpo=evolution; "
-                "use hpo.parallel=true to train members in parallel"
+                "hpo=evolution trains its population as one stack in one process"
             )
         if multirun:
             raise UserError(

@@ -714,13 +714,20 @@ class IPPO:
         preceded ``states[t]``. NaN rewards mark steps where an agent was absent: those
         steps get no loss. Returns the mean loss of each network.
         """
+        return self.losses(self.update(self.experience_rollouts(experiences)))
+
+    def experience_rollouts(self, experiences: Sequence[Any]) -> dict[str, GroupRollout]:
+        """The reference's 8-tuple (see :meth:`learn`) as one rollout per network."""
         states = experiences[0]
         rollouts = {}
         for net_id, agents in self.members.items():
             present = [a for a in agents if a in states and len(states[a]) > 0]
             if present:
                 rollouts[net_id] = self._rollout_from_experiences(net_id, present, experiences)
-        metrics = self.update(rollouts)
+        return rollouts
+
+    def losses(self, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """:meth:`learn`'s return value: each network's mean policy + vf_coef * value loss."""
         return {k: m["policy_loss"] + self.vf_coef * m["value_loss"] for k, m in metrics.items()}
 
     def _rollout_from_experiences(
@@ -973,6 +980,20 @@ class IPPO:
         if index is not None:
             clone.index = index
         return clone
+
+
+def learn_together(
+    agents: Sequence[IPPO], experiences: Sequence[Sequence[Any]]
+) -> list[dict[str, float]]:
+    """:meth:`IPPO.learn` for several agents at once (a population, seeds of one
+    experiment): ``experiences[k]`` is agent k's 8-tuple. Their networks learn as one
+    stack where architectures, minibatch sizes and optimizer step counts agree
+    (:func:`~ippo_cli.stacked_update.update_agents`), each with its own
+    hyperparameters; every agent ends exactly as its own ``learn`` would leave it.
+    Returns each agent's :meth:`IPPO.learn` value."""
+    rollouts = [a.experience_rollouts(e) for a, e in zip(agents, experiences, strict=True)]
+    metrics = update_agents(list(agents), rollouts)
+    return [a.losses(m) for a, m in zip(agents, metrics, strict=True)]
 
 
 def validate_hyperparameters(h: Mapping[str, Any]) -> None:

@@ -225,3 +225,23 @@ class _Dispatch(logging.Handler):
         targets = self.logs.handlers if k is None else [self.logs.handlers[k]]
         for handler in targets:
             handler.handle(record)
+
+
+def collect_together(
+    trainers: Sequence[Trainer], obs: list[Any], infos: list[Any], stop: Any = None
+) -> bool:
+    """One rollout of each of ``trainers`` (rollouts of one length), their actors acting
+    as one stack; ``obs`` and ``infos`` (one entry per trainer) are updated in place.
+    Returns False when ``stop`` was requested mid-rollout (the rollout is abandoned)."""
+    sampler = StackedSampler([t.agent for t in trainers])
+    generators = [t.generator for t in trainers]
+    for step in range(trainers[0].num_steps):
+        if stop is not None and stop.requested:
+            return False
+        views = [t.observe(step, obs[k], infos[k]) for k, t in enumerate(trainers)]
+        sampled = sampler.sample([v[0] for v in views], [v[1] for v in views], generators)
+        for k, (t, actions) in enumerate(zip(trainers, sampled, strict=True)):
+            obs[k], infos[k] = t.act(step, actions, infos[k])
+    for k, t in enumerate(trainers):
+        t.finish_rollout(obs[k])
+    return True

@@ -185,10 +185,10 @@ class _Rows:
 
     @classmethod
     def of(cls, owners: Sequence[IPPO], lrs: list[float], device: torch.device) -> _Rows:
-        def column(values: list[float]) -> torch.Tensor | float:
+        def column(values: list[float], dtype=torch.float32) -> torch.Tensor | float:
             if len(set(values)) == 1:
                 return values[0]
-            return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+            return torch.tensor(values, dtype=dtype, device=device).unsqueeze(1)
 
         def per_pair(name: str) -> torch.Tensor | float:
             return column([float(getattr(a, name)) for a in owners])
@@ -199,7 +199,7 @@ class _Rows:
             ent_coef=per_pair("ent_coef"),
             vf_coef=per_pair("vf_coef"),
             max_grad_norm=column([float(a.max_grad_norm) for a in owners] * 2),
-            lr=column(lrs),
+            lr=column(lrs, torch.float64),  # as Adam's own scalars: double
             target_kl=None
             if all(v is None for v in kl)
             else torch.tensor([torch.inf if v is None else float(v) for v in kl], device=device),
@@ -363,7 +363,9 @@ class _RowAdam:
     ) -> None:
         self.beta1, self.beta2 = adam["betas"]
         self.eps, self.lr = adam["eps"], lr
-        self.steps = torch.full((rows, 1), step, dtype=torch.float32, device=device)
+        # Learning rates (see _Rows), step counts and bias corrections in double precision, as torch's fused kernel
+        # computes them, then the same float32 expression.
+        self.steps = torch.full((rows, 1), step, dtype=torch.float64, device=device)
 
     def step(self, flat, grad, exp_avg, exp_avg_sq, learning) -> None:
         live = learning.unsqueeze(1)
@@ -371,16 +373,16 @@ class _RowAdam:
         new_avg = torch.lerp(exp_avg, grad, 1 - self.beta1)
         new_sq = exp_avg_sq * self.beta2 + (1 - self.beta2) * grad * grad
         steps = self.steps.clamp(min=1)
-        bias1 = 1 - self.beta1**steps
-        bias2_sqrt = (1 - self.beta2**steps).sqrt()
+        step_size = (self.lr / (1 - self.beta1**steps)).float()
+        bias2_sqrt = (1 - self.beta2**steps).sqrt().float()
         denom = new_sq.sqrt() / bias2_sqrt + self.eps
-        moved = flat - (self.lr / bias1) * new_avg / denom
+        moved = flat - step_size * (new_avg / denom)
         flat.copy_(torch.where(live, moved, flat))
         exp_avg.copy_(torch.where(live, new_avg, exp_avg))
         exp_avg_sq.copy_(torch.where(live, new_sq, exp_avg_sq))
 
     def step_of(self, row: int) -> torch.Tensor:
-        return self.steps[row, 0].clone()
+        return self.steps[row, 0].float()
 
 
 def _minibatch_terms(

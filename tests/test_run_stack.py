@@ -154,3 +154,54 @@ def test_jobs_are_grouped_by_what_they_share_and_capped_by_max_members(tmp_path)
     assert any("jobs 0, 1, 2 train as one stack, split in 2 stacks" in n for n in notes)
     assert any("differs" in n and "algorithm.batch_size" in n for n in notes)
     assert any(n.startswith("job 4 runs alone: resume=") for n in notes)
+
+
+def _api_agent(**kwargs):
+    from ippo_cli import IPPO
+
+    torch.manual_seed(1)
+    obs, act = spaces.Box(-5, 5, (4,)), spaces.Discrete(3)
+    return IPPO([obs, obs], [act, act], ["a_0", "a_1"], batch_size=16, **kwargs)
+
+
+def _experiences(agent, seed: int, steps: int = 32, envs: int = 2):
+    rng = np.random.default_rng(seed)
+    ids = agent.agent_ids
+
+    def per_step(draw):
+        return {a: [draw() for _ in range(steps)] for a in ids}
+
+    return (
+        per_step(lambda: rng.normal(size=(envs, 4)).astype(np.float32)),
+        per_step(lambda: rng.integers(0, 3, size=envs)),
+        per_step(lambda: np.full(envs, -np.log(3.0))),
+        per_step(lambda: rng.normal(size=envs)),
+        per_step(lambda: (rng.random(envs) < 0.1).astype(np.float64)),
+        per_step(lambda: rng.normal(size=envs)),
+        {a: rng.normal(size=(envs, 4)).astype(np.float32) for a in ids},
+        {a: np.zeros(envs) for a in ids},
+    )
+
+
+def test_learn_together_leaves_each_agent_as_its_own_learn_does():
+    from ippo_cli import learn_together
+
+    settings = [{"lr": 1e-2}, {"lr": 3e-3, "target_kl": 2e-3, "ent_coef": 0.05}]
+    alone = [_api_agent(**s) for s in settings]
+    together = [_api_agent(**s) for s in settings]
+    data = [_experiences(a, seed) for seed, a in enumerate(alone)]
+    torch.manual_seed(7)  # the shuffles: each agent's drawn in turn, as learn() draws them
+    expected = [agent.learn(d) for agent, d in zip(alone, data, strict=True)]
+    torch.manual_seed(7)
+    got = learn_together(together, data)
+    for solo, member, want, have in zip(alone, together, expected, got, strict=True):
+        assert have.keys() == want.keys()
+        for key in want:
+            assert have[key] == pytest.approx(want[key], rel=1e-4)
+        assert solo.last_metrics["a"]["updates"] == member.last_metrics["a"]["updates"]
+        for name, p in solo.actors["a"].state_dict().items():
+            torch.testing.assert_close(
+                member.actors["a"].state_dict()[name], p, rtol=1e-5, atol=1e-6
+            )
+    # The KL limit stopped the second agent early; the first took every step.
+    assert together[1].last_metrics["a"]["updates"] < together[0].last_metrics["a"]["updates"]
