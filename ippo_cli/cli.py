@@ -133,9 +133,17 @@ def preflight(command: str, args: list[str]) -> None:
                 raise UserError(str(exc)) from None
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
+    stacked = multirun and "launcher=stacked" in overrides
+    if stacked:
+        check_max_members(overrides)
     combos = expand_sweeps(overrides)
     for combo in combos:
         cfg = compose_config(command, combo)
+        if stacked and cfg.hardware.distributed:
+            raise UserError(
+                "launcher=stacked trains a sweep's jobs together in this process and cannot "
+                "run hardware=distributed; use launcher=basic|slurm|ray for data-parallel jobs"
+            )
         if command == "train":
             try:
                 _check_train(cfg, multirun)
@@ -146,6 +154,22 @@ def preflight(command: str, args: list[str]) -> None:
                 raise UserError(f"sweep job with {' '.join(swept)}: {exc}") from None
     if command == "train" and multirun:
         check_search_space(overrides, combos[0])
+
+
+def check_max_members(overrides: list[str]) -> None:
+    """``hydra.launcher.max_members`` of launcher=stacked must be a whole number >= 1."""
+    for o in overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key != "hydra.launcher.max_members":
+            continue
+        try:
+            ok = int(value) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(
+                f"hydra.launcher.max_members={value} is invalid: must be an integer >= 1"
+            )
 
 
 # What `resume=` may change: how long, where it logs, on what hardware; not the experiment.
@@ -346,7 +370,7 @@ def check_launch(cfg: DictConfig, multirun: bool) -> None:
         if cfg.get("hpo") is not None:
             raise UserError(
                 "hardware=distributed trains one agent and cannot run hpo=evolution; "
-                "use hpo.parallel=true to train members in parallel"
+                "hpo=evolution trains its population as one stack in one process"
             )
         if multirun:
             raise UserError(

@@ -41,7 +41,7 @@ from ippo_cli.spaces import (
     space_from_dict,
     space_to_dict,
 )
-from ippo_cli.stacked_update import stack_sets, update_stack
+from ippo_cli.stacked_update import update_agents
 
 # Constructor arguments stored in checkpoints and copied by clone(), with their defaults.
 HYPERPARAMETERS: dict[str, Any] = {
@@ -559,12 +559,18 @@ class IPPO:
         return action, log_prob, entropy, value
 
     def sample_group(
-        self, net_id: str, obs: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        net_id: str,
+        obs: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampled actions for a batch of one network's observations: the trainer's
-        per-step work. Log-probs and values come later from :meth:`score_rollout`."""
+        per-step work. Log-probs and values come later from :meth:`score_rollout`.
+        ``noise`` (:func:`~ippo_cli.networks.distributions.draw_noise`) makes the draw;
+        without it, torch's global RNG does."""
         with torch.inference_mode():
-            return self.actors[net_id].distribution(obs, mask).sample()
+            return self.actors[net_id].distribution(obs, mask).sample(noise)
 
     def score_rollout(self, net_id: str, rollout: GroupRollout) -> None:
         """Fill a collected rollout's behaviour log-probs and values.
@@ -740,6 +746,13 @@ class IPPO:
         allowed and chosen; if :meth:`get_action` met masks or env-defined actions, a
         warning says so (once). Returns the mean loss of each network.
         """
+        return self.losses(self.update(self.experience_rollouts(experiences, infos)))
+
+    def experience_rollouts(
+        self, experiences: Sequence[Any], infos: Sequence[Any] | None = None
+    ) -> dict[str, GroupRollout]:
+        """The reference's 8-tuple and each step's infos (see :meth:`learn`) as one
+        rollout per network."""
         states = experiences[0]
         if infos is None and self._saw_infos and not self._warned_no_infos:
             self._warned_no_infos = True
@@ -748,7 +761,7 @@ class IPPO:
                 "not: pass each step's infos, learn(experiences, infos=[...]), so that the "
                 "ratios come from the distribution that acted",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         rollouts = {}
         for net_id, agents in self.members.items():
@@ -757,7 +770,10 @@ class IPPO:
                 rollouts[net_id] = self._rollout_from_experiences(
                     net_id, present, experiences, infos
                 )
-        metrics = self.update(rollouts)
+        return rollouts
+
+    def losses(self, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """:meth:`learn`'s return value: each network's mean policy + vf_coef * value loss."""
         return {k: m["policy_loss"] + self.vf_coef * m["value_loss"] for k, m in metrics.items()}
 
     def _rollout_from_experiences(
@@ -832,30 +848,15 @@ class IPPO:
         rollout.last_values.copy_(last)
         return rollout
 
-    def update(self, rollouts: Mapping[str, GroupRollout]) -> dict[str, dict[str, float]]:
-        """PPO epochs over each network's rollout; returns each network's mean metrics."""
-        self.set_training_mode(True)
-        batches = {
-            net_id: rollout.flat_batch(self.gamma, self.gae_lambda)
-            for net_id, rollout in rollouts.items()
-        }
-        # Every group's shuffles, one per epoch, drawn up front in group order: a group
-        # learns the same whether it trains alone or in a stack with others.
-        orders = {
-            net_id: [
-                torch.randperm(batch["obs"].shape[0], device=self.device)
-                for _ in range(self.update_epochs)
-            ]
-            for net_id, batch in batches.items()
-        }
-        metrics = {}
-        for net_ids in stack_sets(self, batches) if self.stack_updates else []:
-            metrics.update(update_stack(self, net_ids, batches, orders))
-        for net_id, batch in batches.items():
-            if net_id not in metrics:
-                metrics[net_id] = self._update_network(net_id, batch, orders[net_id])
-        self.last_metrics = {net_id: metrics[net_id] for net_id in batches}
-        return self.last_metrics
+    def update(
+        self,
+        rollouts: Mapping[str, GroupRollout],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """PPO epochs over each network's rollout, minibatches shuffled by ``generator``
+        (torch's global RNG when None); returns each network's mean metrics. Several
+        agents learn as one stack with :func:`~ippo_cli.stacked_update.update_agents`."""
+        return update_agents([self], [rollouts], [generator])[0]
 
     def _update_network(
         self, net_id: str, batch: dict[str, torch.Tensor], orders: list[torch.Tensor]
@@ -1044,6 +1045,26 @@ class IPPO:
         if index is not None:
             clone.index = index
         return clone
+
+
+def learn_together(
+    agents: Sequence[IPPO],
+    experiences: Sequence[Sequence[Any]],
+    infos: Sequence[Sequence[Any] | None] | None = None,
+) -> list[dict[str, float]]:
+    """:meth:`IPPO.learn` for several agents at once (a population, seeds of one
+    experiment): ``experiences[k]`` is agent k's 8-tuple and ``infos[k]`` its steps'
+    infos (see :meth:`IPPO.learn`). Their networks learn as one stack where
+    architectures, minibatch sizes and optimizer step counts agree
+    (:func:`~ippo_cli.stacked_update.update_agents`), each with its own
+    hyperparameters; every agent ends exactly as its own ``learn`` would leave it.
+    Returns each agent's :meth:`IPPO.learn` value."""
+    infos = infos or [None] * len(agents)
+    rollouts = [
+        a.experience_rollouts(e, i) for a, e, i in zip(agents, experiences, infos, strict=True)
+    ]
+    metrics = update_agents(list(agents), rollouts)
+    return [a.losses(m) for a, m in zip(agents, metrics, strict=True)]
 
 
 def validate_hyperparameters(h: Mapping[str, Any]) -> None:

@@ -87,6 +87,8 @@ def _start_wandb(run_dir: Path, cfg: Any, config: dict[str, Any], run_id: str | 
             id=run_id,
             resume="allow",
             mode=mode,
+            # The members of a stack of runs (launcher=stacked) log one run each.
+            reinit="create_new",
             settings=wandb.Settings(
                 console="off", x_disable_stats=True, init_timeout=60, disable_git=True
             ),
