@@ -363,8 +363,9 @@ class _RowAdam:
     ) -> None:
         self.beta1, self.beta2 = adam["betas"]
         self.eps, self.lr = adam["eps"], lr
-        # Learning rates (see _Rows), step counts and bias corrections in double precision, as torch's fused kernel
-        # computes them, then the same float32 expression.
+        # Learning rates (see _Rows), step counts and bias corrections in double
+        # precision, as torch's fused kernel computes them, then the same float32
+        # expression.
         self.steps = torch.full((rows, 1), step, dtype=torch.float64, device=device)
 
     def step(self, flat, grad, exp_avg, exp_avg_sq, learning) -> None:

@@ -53,6 +53,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def sampling_seed(seed: int) -> int:
+    """The seed of a run's sampling and shuffling generator: derived from the run's seed
+    but not equal to it, so that its draws do not repeat those that initialised the
+    networks (torch's global RNG, seeded with ``seed``)."""
+    return int(np.random.SeedSequence([seed, 0x5A3]).generate_state(1)[0])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -254,7 +261,7 @@ class Trainer:
         # Action sampling and minibatch shuffles: the run's own stream, so that it draws
         # the same alone and as a member of a stack of runs (ippo_cli.run_stack).
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed)
+        self.generator.manual_seed(sampling_seed(self.seed))
         self._start = time.perf_counter()
         self._wall_before = 0.0
         self.num_envs = cfg.env.num_envs
@@ -341,7 +348,7 @@ class Trainer:
             # The checkpoint holds rank 0's envs and RNGs; other ranks start fresh episodes
             # from seeds that depend on the update count.
             seed_everything(self.seed + self.progress.updates)
-            self.generator.manual_seed(self.seed + self.progress.updates)
+            self.generator.manual_seed(sampling_seed(self.seed + self.progress.updates))
             return self.env.reset(seed=self.seed + self.progress.updates)
         self._ep_return[:] = np.asarray(state["episode_return"])
         self._ep_length[:] = np.asarray(state["episode_length"])

@@ -22,7 +22,13 @@ from ippo_cli.evaluate import run_episodes
 from ippo_cli.ippo import IPPO
 from ippo_cli.run_stack import collect_together
 from ippo_cli.stacked_update import update_agents
-from ippo_cli.trainer import EVAL_SEED_OFFSET, Progress, Trainer, seed_everything
+from ippo_cli.trainer import (
+    EVAL_SEED_OFFSET,
+    Progress,
+    Trainer,
+    sampling_seed,
+    seed_everything,
+)
 
 
 @dataclass
@@ -89,7 +95,7 @@ class MemberTrainer:
         obs, infos, firsts = [], [], []
         for t, agent, seed in zip(trainers, agents, seeds, strict=True):
             t.use_agent(agent)
-            t.generator.manual_seed(seed)
+            t.generator.manual_seed(sampling_seed(seed))
             firsts.append(agent.steps[-1])
             t.progress = Progress(env_steps=agent.steps[-1])
             o, i = t.env.reset(seed=seed)
