@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pettingzoo import AECEnv
+from pettingzoo.utils.conversions import aec_to_parallel
+
 from ippo_cli.envs.batched_mpe import BatchedMPE, make_batched_env
 from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
@@ -103,9 +106,6 @@ def as_parallel(env: Any, factory: str, notes: list[str] | None = None) -> Any:
     """``env`` itself, or for an AEC env one whose agents all act every step (PettingZoo's
     ``is_parallelizable`` metadata) its ParallelEnv from ``aec_to_parallel``. A turn-based
     AEC env cannot be converted: EnvConfigError."""
-    from pettingzoo import AECEnv
-    from pettingzoo.utils.conversions import aec_to_parallel
-
     if not isinstance(env, AECEnv):
         return env
     if not env.metadata.get("is_parallelizable", False):
