@@ -58,7 +58,7 @@ class RunStack:
                 with _progress_bar(bool(first.cfg.progress), first.total_steps) as bar:
                     while live and not self.members[live[0]].done and not stop.requested:
                         live, row = self._update(live, stop)
-                        if row is not None:
+                        if row is not None and live:
                             bar.update(self.members[live[0]].progress.env_steps, row)
                 for k in live:
                     self._guard(k, self.members[k].final_evaluation, stop.requested)

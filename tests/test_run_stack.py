@@ -65,8 +65,20 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-@pytest.mark.parametrize("env", [PROBE, SPEAKER_LISTENER], ids=["probe", "speaker_listener"])
-def test_a_member_of_a_stack_learns_what_it_learns_alone(tmp_path, env):
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("env", "device"),
+    [
+        (PROBE, "cpu"),
+        (SPEAKER_LISTENER, "cpu"),
+        pytest.param(SPEAKER_LISTENER, "cuda", marks=GPU),  # the same code fills a GPU
+    ],
+    ids=["probe", "speaker_listener", "speaker_listener-cuda"],
+)
+def test_a_member_of_a_stack_learns_what_it_learns_alone(tmp_path, env, device):
+    env = [*env, f"hardware.device={device}"]
     seeds = [0, 1]
     solo = []
     for seed in seeds:

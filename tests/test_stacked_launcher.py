@@ -98,6 +98,17 @@ def test_ctrl_c_stops_every_member_and_saves_each(tmp_path):
     assert (sweep / "summary.csv").exists()
 
 
+def test_wandb_gets_one_run_per_stacked_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY if a != "logger=none"]
+    args = ["-m", "launcher=stacked", "seed=0,1", *tiny, "logger=wandb", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(["train", *args], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = [list((sweep / str(job) / "wandb").glob("offline-run-*")) for job in range(2)]
+    assert [len(r) for r in runs] == [1, 1]
+    assert runs[0][0].name != runs[1][0].name
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
