@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from ippo_cli.files import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 QUIET = ["logger=none", "progress=false"]
 SWEEP = [
@@ -232,7 +234,7 @@ def main() -> None:
         result[name] = {**part, "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)
     if "scaling" in result:
         plot(result["scaling"], RESULTS / "stacked.png")
 

@@ -108,13 +108,13 @@ class StackedLauncher(Launcher):
 def _train_stack(stack: list, notes: list[str]) -> list[float | None]:
     """Train one stack of jobs; write each job's summary.json; returns each job's final
     evaluation. Ctrl-C ends the sweep here (after its summary), as with a solo job."""
-    from ippo_cli.cli import _write_json
+    from ippo_cli.files import write_json
     from ippo_cli.stacking import run_stack
 
     summaries = run_stack(stack, notes)
     values = []
     for job, summary in zip(stack, summaries, strict=True):
-        _write_json(job.run_dir / "summary.json", summary)
+        write_json(job.run_dir / "summary.json", summary)
         if summary["status"] == "failed":
             print(
                 f"ippo: error: job {job.num} failed: {summary['error']} "
