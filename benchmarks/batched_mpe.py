@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ippo_cli.files import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = -33.0  # the spine's speaker_listener learning target
 EVAL = ["eval_every=25000", "eval_episodes=20"]
@@ -347,7 +349,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "batched_mpe.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "batched_mpe.json", result)
 
 
 if __name__ == "__main__":

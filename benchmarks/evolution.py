@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.speaker_listener import eval_curve, run_reference
+from ippo_cli.files import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FINAL_EPISODES = 20
@@ -116,7 +117,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "evolution.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "evolution.json", result)
     plot(result, RESULTS / "evolution.png")
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ippo_cli.files import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_EVERY = 50_000
 EVAL_EPISODES = 20
@@ -167,7 +169,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "learning.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "learning.json", result)
     plot(result, RESULTS / "learning.png")
     print(table(result))
 

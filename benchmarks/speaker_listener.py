@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ippo_cli.files import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = -33.0  # every seed at or above this by the end (issue 2)
 EVAL_EVERY = 25_000
@@ -147,7 +149,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speaker_listener.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "speaker_listener.json", result)
     plot(result, RESULTS / "speaker_listener.png")
     print(
         f"random policy: {result['random_policy']['mean']:.2f}; target {TARGET}; "

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import torch
+
+from ippo_cli.files import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE_STEPS_PER_SECOND = 600  # the reference library's example loop on this machine
@@ -411,7 +412,7 @@ def main() -> None:
     text += f"peak RSS of `ippo train` at the reference config: {result['peak_rss_mb']:.0f} MB\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(result, indent=2))
+    write_json(RESULTS / "speed.json", result)
     (RESULTS / "speed.txt").write_text(text)
 
 

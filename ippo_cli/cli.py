@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from ippo_cli.config import ConfigError, register_configs, validate_train
-from ippo_cli.files import write_text_atomic
+from ippo_cli.files import write_json
 from ippo_cli.launchers import missing_plugin, share_cores
 from ippo_cli.paths import CONF_DIR
 
@@ -85,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if command not in apps:
         _fail(f"unknown command '{command}'; known: train, eval, summary")
+    import_from_working_directory()
     register_configs()
     try:
         if not INFO_FLAGS.intersection(args):
@@ -95,6 +95,19 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
     sys.argv = [f"ippo {command}", *args]
     apps[command]()
+
+
+def import_from_working_directory() -> None:
+    """Let ``env.factory`` (and wrappers) name a module in the directory `ippo` was started
+    from, as ``python -m`` and pytest do: first on this process's path and, through
+    PYTHONPATH, on that of every process it starts (env workers, sweep jobs of the joblib
+    and submitit launchers)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if cwd not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([cwd, *filter(None, paths)])
 
 
 def _fail(message: str, status: int = 2) -> None:
@@ -120,13 +133,43 @@ def preflight(command: str, args: list[str]) -> None:
                 raise UserError(str(exc)) from None
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
+    stacked = multirun and "launcher=stacked" in overrides
+    if stacked:
+        check_max_members(overrides)
     combos = expand_sweeps(overrides)
     for combo in combos:
         cfg = compose_config(command, combo)
+        if stacked and cfg.hardware.distributed:
+            raise UserError(
+                "launcher=stacked trains a sweep's jobs together in this process and cannot "
+                "run hardware=distributed; use launcher=basic|slurm|ray for data-parallel jobs"
+            )
         if command == "train":
-            _check_train(cfg, multirun)
+            try:
+                _check_train(cfg, multirun)
+            except UserError as exc:
+                swept = [o for o in combo if any(o not in other for other in combos)]
+                if not swept:
+                    raise
+                raise UserError(f"sweep job with {' '.join(swept)}: {exc}") from None
     if command == "train" and multirun:
         check_search_space(overrides, combos[0])
+
+
+def check_max_members(overrides: list[str]) -> None:
+    """``hydra.launcher.max_members`` of launcher=stacked must be a whole number >= 1."""
+    for o in overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key != "hydra.launcher.max_members":
+            continue
+        try:
+            ok = int(value) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UserError(
+                f"hydra.launcher.max_members={value} is invalid: must be an integer >= 1"
+            )
 
 
 # What `resume=` may change: how long, where it logs, on what hardware; not the experiment.
@@ -327,7 +370,7 @@ def check_launch(cfg: DictConfig, multirun: bool) -> None:
         if cfg.get("hpo") is not None:
             raise UserError(
                 "hardware=distributed trains one agent and cannot run hpo=evolution; "
-                "use hpo.parallel=true to train members in parallel"
+                "hpo=evolution trains its population as one stack in one process"
             )
         if multirun:
             raise UserError(
@@ -360,7 +403,7 @@ def worker_rank_overrides() -> list[str]:
 
 
 def _check_train(cfg: DictConfig, multirun: bool = False) -> None:
-    from ippo_cli.envs.factory import EnvConfigError, env_fn
+    from ippo_cli.envs.factory import EnvConfigError, RenderModeError, env_fn
     from ippo_cli.trainer import build_agent, resolve_device
 
     try:
@@ -369,12 +412,12 @@ def _check_train(cfg: DictConfig, multirun: bool = False) -> None:
     except (ConfigError, ValueError) as exc:
         raise UserError(str(exc)) from None
     check_launch(cfg, multirun)
-    try:
-        env = env_fn(cfg.env)()
+    try:  # the evaluation env as it will be built (rendering for eval_gif)
+        env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
+    except RenderModeError as exc:
+        raise UserError(f"eval_gif=true: {exc}; set eval_gif=false") from None
     except EnvConfigError as exc:
         raise UserError(str(exc)) from None
-    except TypeError as exc:
-        raise UserError(f"env.kwargs rejected by {cfg.env.factory}: {exc}") from None
     try:
         agents = list(env.possible_agents)
         spaces = ([env.observation_space(a) for a in agents], [env.action_space(a) for a in agents])
@@ -390,6 +433,7 @@ def _check_train(cfg: DictConfig, multirun: bool = False) -> None:
 def _train_app(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
+    from ippo_cli.envs.factory import EnvConfigError
     from ippo_cli.trainer import Trainer
 
     hydra_cfg = HydraConfig.get()
@@ -416,6 +460,11 @@ def _train_app(cfg: DictConfig) -> float | None:
         else:
             trainer = Trainer(cfg, run_dir, resume=data)
         summary = trainer.run()
+    except EnvConfigError as exc:  # the env cannot be built (the pre-flight built one)
+        log.info("building the env failed", exc_info=True)
+        if multirun:
+            return _sweep_job_failed(run_dir, str(exc))
+        _fail(str(exc))
     except (ValueError, TypeError, RuntimeError, NotImplementedError, KeyError, OSError) as exc:
         # Bad data from an env (a mask of the wrong length, ...) or a crashed env worker:
         # one line, and checkpoints/last.pt holds the last completed update.
@@ -439,7 +488,7 @@ def _train_app(cfg: DictConfig) -> float | None:
     _print_train_summary(summary)
     if multirun:
         summary["status"] = "interrupted" if summary["interrupted"] else "completed"
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     if summary["interrupted"]:
         print(f"interrupted: saved {run_dir / 'checkpoints' / 'last.pt'}", file=sys.stderr)
         if multirun:  # the sweep stops here: summarise the jobs run so far
@@ -457,14 +506,10 @@ def _sweep_job_failed(run_dir: Path, error: str) -> None:
 
     summary = {**metrics_summary(run_dir), "interrupted": False, "status": "failed"}
     summary["error"] = error
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     job = HydraConfig.get().job.num
     print(f"ippo: error: job {job} failed: {error} (run directory: {run_dir})", file=sys.stderr)
     return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 def _print_train_summary(summary: dict[str, Any]) -> None:

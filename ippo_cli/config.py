@@ -149,7 +149,10 @@ class EvolutionConfig:
     act_mut: float = 0.0
     rl_hp_mut: float = 0.2
     mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
-    parallel: bool = False  # train members in separate processes
+    # Members whose rollouts agree in length train as one stack in this process
+    # (ippo_cli.stacked_update); false: one after another.
+    stacked: bool = True
+    parallel: bool = False  # gone (a warning says so): stacking replaced member processes
     hp_config: dict[str, Any] = field(default_factory=_default_ranges)
 
 
@@ -186,6 +189,23 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    register_stacked_launcher()
+
+
+def register_stacked_launcher() -> None:
+    """`launcher=stacked`'s Hydra launcher. Hydra finds launchers by scanning the
+    ``hydra_plugins`` package, which an editable install hides from it: register it."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.ippo_stacked_launcher.stacked_launcher import (
+        StackedLauncher,
+        StackedLauncherConf,
+    )
+
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="ippo"
+    )
+    Plugins.instance().register(StackedLauncher)
 
 
 class ConfigError(ValueError):

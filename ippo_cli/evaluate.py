@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,8 @@ import numpy as np
 
 from ippo_cli import checkpoint
 from ippo_cli.checkpoint import CheckpointError
-from ippo_cli.files import write_text_atomic
+from ippo_cli.envs.vector import EnvOutputError, non_finite_outcome
+from ippo_cli.files import write_json
 
 if TYPE_CHECKING:
     from ippo_cli.ippo import IPPO
@@ -82,21 +82,38 @@ def run_episodes(
             obs, infos = env.reset(seed=None if seed is None else seed + ep)
             keep_frames = render and ep == 0
             if keep_frames:
-                frames.append(env.render())
+                frames.append(_frame(env))
             while env.agents and (max_steps is None or lengths[ep] < max_steps):
                 live = [a for a in env.agents if a in obs]
                 action, *_ = agent.get_action(
                     {a: obs[a] for a in live}, infos, deterministic=deterministic
                 )
-                obs, rewards, _, _, infos = env.step({a: action[a] for a in live})
+                obs, rewards, terms, truncs, infos = env.step({a: action[a] for a in live})
                 for a, r in rewards.items():
+                    bad = non_finite_outcome(r, terms.get(a, False), truncs.get(a, False))
+                    if bad is not None:
+                        raise EnvOutputError(
+                            f"non-finite {bad} from agent '{a}' in the evaluation env at "
+                            f"step {lengths[ep] + 1} of episode {ep + 1}"
+                        )
                     returns[ep, index[a]] += float(r)
                 lengths[ep] += 1
                 if keep_frames:
-                    frames.append(env.render())
+                    frames.append(_frame(env))
     finally:
         agent.set_training_mode(was_training)
     return EvalResult(list(agent.agent_ids), dict(agent.grouped_agents), returns, lengths, frames)
+
+
+def _frame(env: Any) -> Any:
+    """``env.render()``, with a failure told in one line."""
+    try:
+        return env.render()
+    except Exception as exc:
+        message = " ".join(str(exc).split())
+        raise ValueError(
+            f"the env cannot render: render() raised {type(exc).__name__}: {message}"
+        ) from exc
 
 
 def resolve_checkpoint(path: str) -> Path:
@@ -115,7 +132,7 @@ def resolve_checkpoint(path: str) -> Path:
 
 def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
     """`ippo eval`: rebuild agent and env from the checkpoint, play, report, write files."""
-    from ippo_cli.envs.factory import env_fn
+    from ippo_cli.envs.factory import RenderModeError, env_fn
     from ippo_cli.ippo import IPPO
 
     if cfg.video_format not in VIDEO_FORMATS:
@@ -130,7 +147,10 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         )
     run_cfg = data["config"]
     agent = IPPO.from_dict(data["agent"], cfg.device)
-    env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
+    try:
+        env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
+    except RenderModeError as exc:
+        raise ValueError(f"render=true: {exc}; evaluate without render=true") from None
     try:
         result = run_episodes(
             agent,
@@ -150,7 +170,7 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         "env_steps": data.get("trainer", {}).get("env_steps"),
         **result.summary(),
     }
-    write_text_atomic(path.parent / "eval.json", json.dumps(report, indent=2))
+    write_json(path.parent / "eval.json", report)
     if cfg.render:
         report["video"] = str(
             write_video(result.frames, path.parent / f"eval.{cfg.video_format}", cfg.fps)

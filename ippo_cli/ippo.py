@@ -41,7 +41,7 @@ from ippo_cli.spaces import (
     space_from_dict,
     space_to_dict,
 )
-from ippo_cli.stacked_update import stack_sets, update_stack
+from ippo_cli.stacked_update import update_agents
 
 # Constructor arguments stored in checkpoints and copied by clone(), with their defaults.
 HYPERPARAMETERS: dict[str, Any] = {
@@ -158,6 +158,10 @@ class IPPO:
         self.device = torch.device(device)
         self.wrap = wrap
         self.training = True
+        # get_action in training mode met action masks or env-defined actions, which
+        # learn() needs too (its infos); it warns once when not given them.
+        self._saw_infos = False
+        self._warned_no_infos = False
         self.steps = [0]
         self.scores: list[Any] = []
         self.fitness: list[float] = []
@@ -484,14 +488,16 @@ class IPPO:
     def population(
         cls,
         size: int,
-        observation_spaces: Any,
-        action_spaces: Any,
+        observation_space: Any,
+        action_space: Any,
         wrapper_cls: Any = None,
         wrapper_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        """``size`` independent agents with indices 0..size-1 (optionally wrapped)."""
-        members = [cls(observation_spaces, action_spaces, index=i, **kwargs) for i in range(size)]
+        """``size`` independent agents with indices 0..size-1 (optionally wrapped);
+        ``observation_space`` and ``action_space`` are the constructor's
+        ``observation_spaces`` and ``action_spaces``."""
+        members = [cls(observation_space, action_space, index=i, **kwargs) for i in range(size)]
         if wrapper_cls is not None:
             members = [wrapper_cls(m, **(wrapper_kwargs or {})) for m in members]
         return members
@@ -499,6 +505,7 @@ class IPPO:
     def test(
         self,
         env: Any,
+        swap_channels: bool = False,
         max_steps: int | None = None,
         loop: int = 3,
         sum_scores: bool = True,
@@ -507,7 +514,11 @@ class IPPO:
         """Mean return over ``loop`` episodes (per env for a vector env), appended to
         ``fitness``. Acts deterministically by default, restores the training mode, and
         treats an absent agent's NaN reward as 0. ``sum_scores=False`` gives the mean
-        return per agent of each group instead of the sum over agents."""
+        return per agent of each group instead of the sum over agents.
+        ``swap_channels`` moves the channels of image observations from last to first
+        (``[H, W, C]`` -> ``[C, H, W]``) before the agent sees them."""
+        if swap_channels:
+            env = ChannelsFirst(env, [a for a in self.agent_ids if self._sees_images(a)])
         if hasattr(env, "num_envs"):
             returns = _vector_episode_returns(self, env, loop, max_steps, deterministic)
         else:
@@ -525,6 +536,9 @@ class IPPO:
             )
         self.fitness.append(float(np.mean(score)))
         return score
+
+    def _sees_images(self, agent_id: str) -> bool:
+        return self.obs_layouts[self.network_of[agent_id]].is_image
 
     # ------------------------------------------------------------------ acting
     def act_group(
@@ -545,12 +559,18 @@ class IPPO:
         return action, log_prob, entropy, value
 
     def sample_group(
-        self, net_id: str, obs: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        net_id: str,
+        obs: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampled actions for a batch of one network's observations: the trainer's
-        per-step work. Log-probs and values come later from :meth:`score_rollout`."""
+        per-step work. Log-probs and values come later from :meth:`score_rollout`.
+        ``noise`` (:func:`~ippo_cli.networks.distributions.draw_noise`) makes the draw;
+        without it, torch's global RNG does."""
         with torch.inference_mode():
-            return self.actors[net_id].distribution(obs, mask).sample()
+            return self.actors[net_id].distribution(obs, mask).sample(noise)
 
     def score_rollout(self, net_id: str, rollout: GroupRollout) -> None:
         """Fill a collected rollout's behaviour log-probs and values.
@@ -640,9 +660,11 @@ class IPPO:
         """Actions for the agents present in ``obs``: (action, log_prob, entropy, value) dicts.
 
         ``obs[agent]`` is ``(num_envs, *obs_shape)`` or a single unbatched observation.
-        Actions of Box spaces are returned unclipped in training mode (the caller clips
-        them, or scales them with ``actor.scale_action`` when ``squash_output``), and
-        clipped to the bounds in eval mode.
+        Actions come in the env's layout (a Discrete or MultiDiscrete space's ``start``
+        added, Box and MultiBinary actions shaped like the space); Box actions are
+        returned unclipped in training mode (the caller clips them, or scales them with
+        ``actor.scale_action`` when ``squash_output``), and clipped to the bounds in eval
+        mode. An agent's env-defined action (``infos``) replaces its sampled one.
         """
         outputs: tuple[dict[str, np.ndarray], ...] = ({}, {}, {}, {})
         for net_id, members in self.members.items():
@@ -659,13 +681,20 @@ class IPPO:
             if mask is not None:
                 mask = mask.reshape(num_envs * len(present), -1)
             action, log_prob, entropy, value = self._act_in_chunks(net_id, x, deterministic, mask)
-            if not self.training:
-                action = self.actors[net_id].env_action(action)
-            action = action.reshape(num_envs, len(present), *action.shape[1:]).cpu().numpy()
+            action = action.reshape(num_envs, len(present), *action.shape[1:])
+            actor = self.actors[net_id]
             imposed = env_defined_actions(infos, present, act_space, num_envs)
-            if imposed is not None:
+            if imposed is not None:  # as the policy's own actions, then like them
                 env_actions, where = imposed
-                action[where] = env_actions[where].astype(action.dtype)
+                own = actor.policy_action(torch.as_tensor(env_actions[where], device=self.device))
+                action = action.clone()  # not an inference tensor: written in place
+                action[torch.as_tensor(where, device=self.device)] = own.to(action.dtype)
+            if self.training:
+                self._saw_infos |= masks is not None or imposed is not None
+            convert = actor.env_layout if self.training else actor.env_action
+            action = convert(action).cpu().numpy()
+            if imposed is not None and not self.training:
+                action[where] = env_actions[where].reshape(action[where].shape)
             results = (action, log_prob, entropy, value)
             for out, result in zip(outputs, results, strict=True):
                 if isinstance(result, torch.Tensor):
@@ -699,32 +728,68 @@ class IPPO:
             )
         return rollouts
 
-    def learn(self, experiences: Sequence[Any]) -> dict[str, float]:
+    def learn(
+        self, experiences: Sequence[Any], *, infos: Sequence[Any] | None = None
+    ) -> dict[str, float]:
         """Update from the reference's 8-tuple of per-agent experiences.
 
         ``(states, actions, log_probs, rewards, dones, values, next_states, next_dones)``,
         each a dict keyed by agent id holding a list of per-step arrays (or a stacked
         array) of shape ``(T, num_envs, ...)``; ``dones[t]`` is the done flag that
-        preceded ``states[t]``. NaN rewards mark steps where an agent was absent: those
-        steps get no loss. Returns the mean loss of each network.
+        preceded ``states[t]``; actions as :meth:`get_action` returned them. NaN rewards
+        mark steps where an agent was absent: those steps get no loss.
+
+        ``infos``, one per step, are the infos given to :meth:`get_action` at each step
+        (None where there were none). With them, each step's action masks restrict the
+        distribution again, as they did when acting, and env-defined actions get no
+        policy loss (the policy did not choose them). Without them every action counts as
+        allowed and chosen; if :meth:`get_action` met masks or env-defined actions, a
+        warning says so (once). Returns the mean loss of each network.
         """
+        return self.losses(self.update(self.experience_rollouts(experiences, infos)))
+
+    def experience_rollouts(
+        self, experiences: Sequence[Any], infos: Sequence[Any] | None = None
+    ) -> dict[str, GroupRollout]:
+        """The reference's 8-tuple and each step's infos (see :meth:`learn`) as one
+        rollout per network."""
         states = experiences[0]
+        if infos is None and self._saw_infos and not self._warned_no_infos:
+            self._warned_no_infos = True
+            warnings.warn(
+                "get_action was given action masks or env-defined actions, but learn() was "
+                "not: pass each step's infos, learn(experiences, infos=[...]), so that the "
+                "ratios come from the distribution that acted",
+                UserWarning,
+                stacklevel=3,
+            )
         rollouts = {}
         for net_id, agents in self.members.items():
             present = [a for a in agents if a in states and len(states[a]) > 0]
             if present:
-                rollouts[net_id] = self._rollout_from_experiences(net_id, present, experiences)
-        metrics = self.update(rollouts)
+                rollouts[net_id] = self._rollout_from_experiences(
+                    net_id, present, experiences, infos
+                )
+        return rollouts
+
+    def losses(self, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """:meth:`learn`'s return value: each network's mean policy + vf_coef * value loss."""
         return {k: m["policy_loss"] + self.vf_coef * m["value_loss"] for k, m in metrics.items()}
 
     def _rollout_from_experiences(
-        self, net_id: str, agents: list[str], experiences: Sequence[Any]
+        self,
+        net_id: str,
+        agents: list[str],
+        experiences: Sequence[Any],
+        infos: Sequence[Any] | None,
     ) -> GroupRollout:
         states, actions, log_probs, rewards, dones, values, next_states, next_dones = experiences
         layout = self.obs_layouts[net_id]
-        act_shape = action_shape(self.action_spaces[agents[0]])
+        act_space = self.action_spaces[agents[0]]
         num_steps = len(states[agents[0]])
         num_envs = max(1, int(np.prod(np.shape(rewards[agents[0]][0]))))
+        if infos is not None and len(infos) != num_steps:
+            raise ValueError(f"infos has {len(infos)} entries for {num_steps} steps")
 
         def storage(x: Any) -> np.ndarray:
             return layout.to_storage(x, layout.batch_ndim_of(x)).reshape(num_envs, *layout.shape)
@@ -755,45 +820,43 @@ class IPPO:
 
         rollout = self.allocate_rollouts(num_steps, num_envs, [net_id])[net_id]
         rollout.obs.copy_(tensor(obs, rollout.obs.dtype))
-        rollout.actions.copy_(tensor(gather(actions, act_shape), rollout.actions.dtype))
+        # Actions as get_action returned them (the env's layout) -> the policy's own;
+        # an absent agent's (NaN) becomes action 0.
+        env_layout = tensor(gather(actions, tuple(act_space.shape)), torch.float64)
+        own = self.actors[net_id].policy_action(env_layout, scaled=False)
+        valid_rows = torch.as_tensor(valid, device=self.device)
+        own[~valid_rows] = 0
+        rollout.actions.copy_(own.to(rollout.actions.dtype))
         rollout.log_probs.copy_(tensor(gather(log_probs, ())))
         rollout.values.copy_(tensor(gather(values, ())))
         rollout.rewards.copy_(tensor(reward))
         rollout.ends.copy_(tensor(np.where(np.isnan(ends), 1.0, ends)))
-        rollout.valid.copy_(torch.as_tensor(valid, device=self.device))
-        rollout.chosen.copy_(rollout.valid)
+        rollout.valid.copy_(valid_rows)
+        rollout.chosen.copy_(valid_rows)
         if rollout.action_masks is not None:
             rollout.action_masks.fill_(True)
+        for t, step_infos in enumerate(infos or []):
+            masks = action_masks(step_infos, agents, act_space, num_envs, valid[t])
+            if masks is not None and rollout.action_masks is not None:
+                rollout.action_masks[t] = torch.as_tensor(masks, device=self.device)
+            imposed = env_defined_actions(step_infos, agents, act_space, num_envs)
+            if imposed is not None:
+                rollout.chosen[t] &= ~torch.as_tensor(imposed[1], device=self.device)
         nxt = np.stack([storage(next_states[a]) for a in agents], axis=1)
         last = self.value_group(net_id, tensor(nxt, rollout.obs.dtype).flatten(0, 1))
         last = last.reshape(num_envs, len(agents))
         rollout.last_values.copy_(last)
         return rollout
 
-    def update(self, rollouts: Mapping[str, GroupRollout]) -> dict[str, dict[str, float]]:
-        """PPO epochs over each network's rollout; returns each network's mean metrics."""
-        self.set_training_mode(True)
-        batches = {
-            net_id: rollout.flat_batch(self.gamma, self.gae_lambda)
-            for net_id, rollout in rollouts.items()
-        }
-        # Every group's shuffles, one per epoch, drawn up front in group order: a group
-        # learns the same whether it trains alone or in a stack with others.
-        orders = {
-            net_id: [
-                torch.randperm(batch["obs"].shape[0], device=self.device)
-                for _ in range(self.update_epochs)
-            ]
-            for net_id, batch in batches.items()
-        }
-        metrics = {}
-        for net_ids in stack_sets(self, batches) if self.stack_updates else []:
-            metrics.update(update_stack(self, net_ids, batches, orders))
-        for net_id, batch in batches.items():
-            if net_id not in metrics:
-                metrics[net_id] = self._update_network(net_id, batch, orders[net_id])
-        self.last_metrics = {net_id: metrics[net_id] for net_id in batches}
-        return self.last_metrics
+    def update(
+        self,
+        rollouts: Mapping[str, GroupRollout],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """PPO epochs over each network's rollout, minibatches shuffled by ``generator``
+        (torch's global RNG when None); returns each network's mean metrics. Several
+        agents learn as one stack with :func:`~ippo_cli.stacked_update.update_agents`."""
+        return update_agents([self], [rollouts], [generator])[0]
 
     def _update_network(
         self, net_id: str, batch: dict[str, torch.Tensor], orders: list[torch.Tensor]
@@ -984,6 +1047,26 @@ class IPPO:
         return clone
 
 
+def learn_together(
+    agents: Sequence[IPPO],
+    experiences: Sequence[Sequence[Any]],
+    infos: Sequence[Sequence[Any] | None] | None = None,
+) -> list[dict[str, float]]:
+    """:meth:`IPPO.learn` for several agents at once (a population, seeds of one
+    experiment): ``experiences[k]`` is agent k's 8-tuple and ``infos[k]`` its steps'
+    infos (see :meth:`IPPO.learn`). Their networks learn as one stack where
+    architectures, minibatch sizes and optimizer step counts agree
+    (:func:`~ippo_cli.stacked_update.update_agents`), each with its own
+    hyperparameters; every agent ends exactly as its own ``learn`` would leave it.
+    Returns each agent's :meth:`IPPO.learn` value."""
+    infos = infos or [None] * len(agents)
+    rollouts = [
+        a.experience_rollouts(e, i) for a, e, i in zip(agents, experiences, infos, strict=True)
+    ]
+    metrics = update_agents(list(agents), rollouts)
+    return [a.losses(m) for a, m in zip(agents, metrics, strict=True)]
+
+
 def validate_hyperparameters(h: Mapping[str, Any]) -> None:
     """Reject out-of-range hyperparameters with a message naming the value."""
 
@@ -1049,6 +1132,33 @@ def _agent_spaces(observation_spaces, action_spaces, agent_ids):
         check_observation_space(obs[agent], f"observation of agent '{agent}'")
         check_action_space(act[agent], f"action of agent '{agent}'")
     return obs, act, ids
+
+
+class ChannelsFirst:
+    """An env (ParallelEnv or vector env) whose image observations of ``agents`` come
+    with their channels moved from last to first (``[..., H, W, C]`` -> ``[..., C, H, W]``),
+    the reference's ``swap_channels``. Everything else is the wrapped env's."""
+
+    def __init__(self, env: Any, agents: Sequence[str]) -> None:
+        self.env = env
+        self.agents_to_swap = set(agents)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def _swap(self, obs: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            a: np.moveaxis(np.asarray(o), -1, -3) if a in self.agents_to_swap else o
+            for a, o in obs.items()
+        }
+
+    def reset(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+        obs, infos = self.env.reset(*args, **kwargs)
+        return self._swap(obs), infos
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        obs, *rest = self.env.step(actions)
+        return (self._swap(obs), *rest)
 
 
 def _vector_episode_returns(

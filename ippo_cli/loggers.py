@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
+
+from ippo_cli.files import finite, strict_json
 
 log = logging.getLogger("ippo")
 
@@ -37,8 +38,8 @@ class RunLogger:
 
     def log(self, row: dict[str, Any], to_wandb: bool = True) -> None:
         """Append ``row`` to metrics.jsonl and, unless ``to_wandb`` is False, to wandb."""
-        clean = {k: _json_number(v) for k, v in row.items()}
-        self._file.write(json.dumps(clean) + "\n")
+        clean = finite(row)
+        self._file.write(strict_json(clean) + "\n")
         self._file.flush()
         if self.wandb_run is not None and to_wandb:
             numbers = {k: v for k, v in clean.items() if v is not None}
@@ -86,6 +87,8 @@ def _start_wandb(run_dir: Path, cfg: Any, config: dict[str, Any], run_id: str | 
             id=run_id,
             resume="allow",
             mode=mode,
+            # The members of a stack of runs (launcher=stacked) log one run each.
+            reinit="create_new",
             settings=wandb.Settings(
                 console="off", x_disable_stats=True, init_timeout=60, disable_git=True
             ),
@@ -136,8 +139,3 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
     plt.close(fig)
     return out_path
 
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -77,8 +77,12 @@ def ppo_terms(
 
     ``chosen`` weighs the policy terms (None: every row is the policy's own choice). The
     KL estimate is ``mean((r - 1) - log r)``; it and the clip fraction carry no gradient.
+    The log-ratio of a row not chosen is set to 0 before ``exp``: its stored log-prob is
+    not the policy's, and an overflowing ratio times a weight of 0 would be NaN.
     """
     log_ratio = log_prob - mb["log_probs"]
+    if chosen is not None:
+        log_ratio = torch.where(chosen > 0, log_ratio, torch.zeros_like(log_ratio))
     ratio = log_ratio.exp()
     with torch.no_grad():
         approx_kl = masked_mean((ratio - 1) - log_ratio, chosen)

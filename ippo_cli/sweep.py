@@ -17,7 +17,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from ippo_cli.files import write_text_atomic
+from ippo_cli.files import write_json, write_text_atomic
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -201,7 +201,7 @@ def write_summary(sweep_dir: str | Path, console: Any = None, quiet: bool = Fals
     sweep_dir = Path(sweep_dir)
     summary = build_summary(sweep_dir)
     public = {**summary, "jobs": _public(summary["jobs"]), "groups": _public(summary["groups"])}
-    write_text_atomic(sweep_dir / SUMMARY_JSON, json.dumps(public, indent=2) + "\n")
+    write_json(sweep_dir / SUMMARY_JSON, public)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -257,32 +257,82 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def print_summary(summary: dict[str, Any], console: Any = None) -> None:
-    from rich.console import Console
+def display_override(override: str, digits: int = 4) -> str:
+    """An override as a table shows it: a float value rounded to ``digits`` significant
+    digits (``algorithm.lr=0.000123456789`` -> ``algorithm.lr=0.0001235``); summary.csv
+    and summary.json keep the full value."""
+    key, sep, value = override.partition("=")
+    if not sep or not any(c in value for c in ".eE"):
+        return override
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}={number:.{digits}g}" if math.isfinite(number) else override
+
+
+def display_group(name: str) -> str:
+    """A group name (overrides joined by spaces) with its float values rounded."""
+    return " ".join(display_override(o) for o in name.split(" "))
+
+
+def _table(title: str) -> Any:
+    """A compact table: no outer edge, one space between columns, so that the number
+    columns keep their width on an 80-column terminal."""
+    from rich import box
     from rich.table import Table
 
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), pad_edge=False)
+
+
+def _number_column(table: Any, header: str) -> None:
+    table.add_column(header, justify="right", no_wrap=True)
+
+
+def _text_column(table: Any, header: str, min_width: int = 0) -> None:
+    """A column that folds long text onto several lines rather than squeeze the others."""
+    table.add_column(header, overflow="fold", min_width=min_width or None)
+
+
+def print_summary(summary: dict[str, Any], console: Any = None) -> None:
+    """Print the jobs and the seed groups as tables. Long override text (group names,
+    errors) folds onto several lines and floats are rounded, so the number columns stay
+    whole at any terminal width; seed and error columns appear only when some job has one."""
+    from rich.console import Console
+
     console = console or Console()
-    jobs = Table(title=f"sweep {summary['sweep_dir']}")
-    for col in ("job", "group", "seed", "status", "final eval", "best eval", "env steps", "wall s"):
-        text = col in ("group", "status")
-        jobs.add_column(col, justify="left" if text else "right", no_wrap=text)
-    jobs.add_column("error", overflow="fold")
-    for j in summary["jobs"]:
-        seed = next((o.split("=", 1)[1] for o in j["overrides"] if _is_seed(o)), "-")
-        jobs.add_row(
-            j["job"],
-            j.get("group", ""),
-            seed,
+    rows = summary["jobs"]
+    seeds = [next((o.split("=", 1)[1] for o in j["overrides"] if _is_seed(o)), "-") for j in rows]
+    show_seed = any(s != "-" for s in seeds)
+    show_error = any(j["error"] for j in rows)
+    jobs = _table(f"sweep {summary['sweep_dir']}")
+    _number_column(jobs, "job")
+    _text_column(jobs, "group", min_width=12)
+    if show_seed:
+        _number_column(jobs, "seed")
+    jobs.add_column("status", no_wrap=True)
+    for header in ("final\neval", "best\neval", "env\nsteps", "wall\ns"):
+        _number_column(jobs, header)
+    if show_error:
+        _text_column(jobs, "error", min_width=12)
+    for j, seed in zip(rows, seeds, strict=True):
+        cells = [j["job"], display_group(j.get("group", ""))]
+        cells += [seed] if show_seed else []
+        cells += [
             j["status"],
             _fmt(j["final_eval"]),
             _fmt(j["best_eval"]),
             f"{j['env_steps']:,}" if j["env_steps"] is not None else "-",
             _fmt(j["wall_time"], 1),
-            j["error"] or "",
-        )
-    groups = Table(title="groups (over seeds)")
-    for col in ("group", "seeds", "final eval mean ± std", "best eval mean", "jobs"):
-        groups.add_column(col, no_wrap=col == "group")
+        ]
+        cells += [j["error"] or ""] if show_error else []
+        jobs.add_row(*cells)
+    groups = _table("groups (over seeds)")
+    _text_column(groups, "group", min_width=12)
+    _number_column(groups, "seeds")
+    _number_column(groups, "final eval\nmean ± std")
+    _number_column(groups, "best eval\nmean")
+    _text_column(groups, "jobs")
     for g in summary["groups"]:
         final = (
             "-"
@@ -290,7 +340,9 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
             else f"{g['final_eval_mean']:.3f} ± {g['final_eval_std']:.3f}"
         )
         statuses = ", ".join(f"{n} {s}" for s, n in g["statuses"].items())
-        groups.add_row(g["group"], str(g["seeds"]), final, _fmt(g["best_eval_mean"]), statuses)
+        groups.add_row(
+            display_group(g["group"]), str(g["seeds"]), final, _fmt(g["best_eval_mean"]), statuses
+        )
     console.print(jobs)
     console.print(groups)
     console.print(

@@ -24,12 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from ippo_cli import checkpoint, distributed
 from ippo_cli.compiled import resolve_mode
 from ippo_cli.envs.factory import env_fn, make_train_env
+from ippo_cli.envs.vector import EnvOutputError
 from ippo_cli.evaluate import EvalResult, run_episodes, write_video
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
 from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
+from ippo_cli.networks.encoders import sized_encoder_config
+from ippo_cli.spaces import observation_layout
 from ippo_cli.stacked_acting import StackedSampler
 
 log = logging.getLogger("ippo")
@@ -48,6 +51,13 @@ def resolve_device(device: str) -> torch.device:
             "use hardware.device=cpu or auto"
         )
     return torch.device(device)
+
+
+def sampling_seed(seed: int) -> int:
+    """The seed of a run's sampling and shuffling generator: derived from the run's seed
+    but not equal to it, so that its draws do not repeat those that initialised the
+    networks (torch's global RNG, seeded with ``seed``)."""
+    return int(np.random.SeedSequence([seed, 0x5A3]).generate_state(1)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -71,6 +81,23 @@ def net_config_of(network_cfg: Any, group_ids: list[str]) -> dict[str, Any]:
     return {
         g: OmegaConf.to_container(OmegaConf.merge(base, overrides.get(g, {}))) for g in group_ids
     }
+
+
+def with_sized_cnns(net_config: dict[str, Any], group_spaces: dict[str, Any]) -> dict[str, Any]:
+    """``net_config`` whose image encoders that set no kernel or stride (``network=auto``)
+    are sized to each group's images (:func:`sized_encoder_config`): keyed by group when
+    that changed anything. Unsupported spaces are left for the agent to refuse."""
+    keyed = set(net_config) <= set(group_spaces)
+    per_group = net_config if keyed else {g: net_config for g in group_spaces}
+    sized = {}
+    for group, cfg in per_group.items():
+        try:
+            layout = observation_layout(group_spaces[group])
+        except TypeError:
+            return net_config
+        encoder = sized_encoder_config(layout, cfg.get("encoder_config"))
+        sized[group] = {**cfg, "encoder_config": encoder}
+    return net_config if sized == per_group else sized
 
 
 # Learning on several threads that gets less than this share of their cores' CPU time
@@ -119,12 +146,15 @@ def build_agent(
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
     hyper["torch_compiler"] = compile_mode
-    groups = list(dict.fromkeys(a.rsplit("_", 1)[0] for a in agent_ids))
+    first_of_group = {}
+    for agent_id, space in zip(agent_ids, observation_spaces, strict=True):
+        first_of_group.setdefault(agent_id.rsplit("_", 1)[0], space)
+    net_config = net_config_of(cfg.network, list(first_of_group))
     return IPPO(
         observation_spaces=observation_spaces,
         action_spaces=action_spaces,
         agent_ids=agent_ids,
-        net_config=net_config_of(cfg.network, groups),
+        net_config=with_sized_cnns(net_config, first_of_group),
         device=device,
         **hyper,
     )
@@ -191,7 +221,8 @@ def truncate_metrics(path: Path, updates: int) -> None:
 
 
 class NonFiniteError(RuntimeError):
-    """NaN or inf in an observation or a loss; the message says where.
+    """NaN or inf in an observation, in a reward or done from the env, or in a loss; the
+    message says where.
 
     ``weights_ok`` is False when the networks may already hold non-finite values, so
     the last checkpoint must not be overwritten.
@@ -227,6 +258,12 @@ class Trainer:
         self._warmed_up = False  # the first update compiles and warms up: not judged
         self.learn_threads = cfg.hardware.learn_threads
         seed_everything(cfg.seed)
+        # Action sampling and minibatch shuffles: the run's own stream, so that it draws
+        # the same alone and as a member of a stack of runs (ippo_cli.run_stack).
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(sampling_seed(self.seed))
+        self._start = time.perf_counter()
+        self._wall_before = 0.0
         self.num_envs = cfg.env.num_envs
         # Unset, the workers are one per core the run may use (a checkpoint's config from
         # before hardware.cores has no such key).
@@ -260,6 +297,7 @@ class Trainer:
         self._finished: list[tuple[np.ndarray, int]] = []
         self._allocate_step_buffers()
         self._snapshot: dict[str, Any] | None = None
+        self.env_time = 0.0  # seconds in env.step during the current rollout
         # Wall seconds spent in each part of the loop (benchmarks/speed.py reports them).
         self.timings = dict.fromkeys(("env", "act", "learn", "log", "eval", "checkpoint"), 0.0)
 
@@ -294,7 +332,7 @@ class Trainer:
                 "last_checkpoint_step": p.last_checkpoint_step,
                 "wall_time": p.wall_time,
             },
-            "rng": rng_state(),
+            "rng": {**rng_state(), "sampling": self.generator.get_state()},
             "env": self.env.get_state(),
             "episode_return": self._ep_return.tolist(),
             "episode_length": self._ep_length.tolist(),
@@ -310,36 +348,31 @@ class Trainer:
             # The checkpoint holds rank 0's envs and RNGs; other ranks start fresh episodes
             # from seeds that depend on the update count.
             seed_everything(self.seed + self.progress.updates)
+            self.generator.manual_seed(sampling_seed(self.seed + self.progress.updates))
             return self.env.reset(seed=self.seed + self.progress.updates)
         self._ep_return[:] = np.asarray(state["episode_return"])
         self._ep_length[:] = np.asarray(state["episode_length"])
         self.env.reset(seed=self.cfg.seed)
         obs, infos = self.env.set_state(state["env"])
         set_rng_state(state["rng"])
+        if "sampling" in state["rng"]:
+            self.generator.set_state(state["rng"]["sampling"])
         truncate_metrics(self.run_dir / "metrics.jsonl", self.progress.updates)
         return obs, infos
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
-        """Train for ``algorithm.total_steps`` env steps; returns the run summary."""
-        cfg = self.cfg
+        """Train for ``algorithm.total_steps`` env steps; returns the run summary.
+
+        A stack of runs (:class:`~ippo_cli.run_stack.RunStack`) drives the same steps
+        (:meth:`begin`, :meth:`observe`, :meth:`act`, :meth:`finish_rollout`,
+        :meth:`after_update`, :meth:`final_evaluation`, :meth:`finish`) for all its
+        members at once."""
         stop = _StopRequest()
-        start = time.perf_counter()
         try:
-            if self.resume is not None:
-                obs, infos = self._restore(self.resume)
-            else:
-                obs, infos = self.env.reset(seed=self.seed)
-            main = self.dist.main
-            wandb_id = (self.resume or {}).get("trainer", {}).get("wandb_id")
-            config = OmegaConf.to_container(cfg, resolve=True)
-            self.logger = RunLogger(self.run_dir, cfg.logger, config, run_id=wandb_id)
-            if main:
-                self.eval_env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
-            self._snapshot = self._boundary_state()
-            wall_before = self.progress.wall_time
-            with _progress_bar(cfg.progress and main, cfg.algorithm.total_steps) as bar:
-                while self.progress.env_steps < cfg.algorithm.total_steps:
+            obs, infos = self.begin()
+            with _progress_bar(self.cfg.progress and self.dist.main, self.total_steps) as bar:
+                while not self.done:
                     t0 = time.perf_counter()
                     # Ranks decide to stop together, between rollouts, so none is left
                     # waiting in an all-reduce.
@@ -349,57 +382,104 @@ class Trainer:
                         stop.requested = True
                     if stop.requested:
                         break
-                    metrics = self.learn()
-                    self._check_finite_metrics(metrics)
-                    t2 = time.perf_counter()
-                    self.progress.updates += 1
-                    self.progress.wall_time = wall_before + t2 - start
-                    row = self._row(metrics, self.progress.wall_time, t0)
-                    if main:
-                        self._maybe_evaluate(row)
-                    t3 = time.perf_counter()
-                    self.logger.log(row)
-                    self._snapshot = self._boundary_state()
+                    row = self.after_update(self.learn(), t0, t1)
                     bar.update(self.progress.env_steps, row)
-                    t4 = time.perf_counter()
-                    if main:
-                        self._maybe_checkpoint()
-                    self._time(learn=t2 - t1, eval=t3 - t2, log=t4 - t3)
-                    self._time(checkpoint=time.perf_counter() - t4)
-            final = not stop.requested and self.progress.last_eval_step != self.progress.env_steps
-            if main and final:
-                # Marked so that a resumed run can drop it: an uninterrupted run has no
-                # evaluation here unless eval_every falls on this step.
-                row = {
-                    "env_steps": self.progress.env_steps,
-                    "update": self.progress.updates,
-                    "final_eval": True,
-                }
-                self._evaluate_into(row)
-                self.logger.log(row)
+            self.final_evaluation(stop.requested)
         finally:
             stop.restore()
-            failure = sys.exc_info()[1]
-            weights_ok = not isinstance(failure, NonFiniteError) or failure.weights_ok
-            if self._snapshot is not None and weights_ok and self.dist.main:
-                self.save("last.pt")
-            curve = self.run_dir / "learning_curve.png"
-            if (self.run_dir / "metrics.jsonl").exists() and self.dist.main:
-                plot_learning_curve(
-                    self.run_dir / "metrics.jsonl", curve, title=f"{cfg.env.name}, seed {cfg.seed}"
-                )
-                if self.logger is not None:
-                    self.logger.log_image("learning_curve", curve)
-            self.close()
-        interrupted = stop.requested
+            self.finish(sys.exc_info()[1])
+        return self.summary(stop.requested)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.algorithm.total_steps
+
+    @property
+    def done(self) -> bool:
+        return self.progress.env_steps >= self.total_steps
+
+    def begin(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Reset (or restore) the envs, open the logger and the evaluation env; returns
+        the first observations and infos."""
+        cfg = self.cfg
+        self._start = time.perf_counter()
+        if self.resume is not None:
+            obs, infos = self._restore(self.resume)
+        else:
+            obs, infos = self.env.reset(seed=self.seed)
+        wandb_id = (self.resume or {}).get("trainer", {}).get("wandb_id")
+        config = OmegaConf.to_container(cfg, resolve=True)
+        self.logger = RunLogger(self.run_dir, cfg.logger, config, run_id=wandb_id)
+        if self.dist.main:
+            self.eval_env = env_fn(cfg.env, "rgb_array" if cfg.eval_gif else None)()
+        self._snapshot = self._boundary_state()
+        self._wall_before = self.progress.wall_time
+        return obs, infos
+
+    def after_update(
+        self, metrics: dict[str, dict[str, float]], t0: float, t1: float
+    ) -> dict[str, Any]:
+        """Count the update learned from the rollout collected from ``t0`` to ``t1``,
+        then log, evaluate and checkpoint as the schedule says; returns the logged row."""
+        self._check_finite_metrics(metrics)
+        main = self.dist.main
+        t2 = time.perf_counter()
+        self.progress.updates += 1
+        self.progress.wall_time = self._wall_before + t2 - self._start
+        row = self._row(metrics, self.progress.wall_time, t0)
+        if main:
+            self._maybe_evaluate(row)
+        t3 = time.perf_counter()
+        self.logger.log(row)
+        self._snapshot = self._boundary_state()
+        t4 = time.perf_counter()
+        if main:
+            self._maybe_checkpoint()
+        self._time(learn=t2 - t1, eval=t3 - t2, log=t4 - t3)
+        self._time(checkpoint=time.perf_counter() - t4)
+        return row
+
+    def final_evaluation(self, interrupted: bool) -> None:
+        """The end-of-run evaluation, unless the schedule already evaluated this step."""
+        final = not interrupted and self.progress.last_eval_step != self.progress.env_steps
+        if self.dist.main and final:
+            # Marked so that a resumed run can drop it: an uninterrupted run has no
+            # evaluation here unless eval_every falls on this step.
+            row = {
+                "env_steps": self.progress.env_steps,
+                "update": self.progress.updates,
+                "final_eval": True,
+            }
+            self._evaluate_into(row)
+            self.logger.log(row)
+
+    def finish(self, failure: BaseException | None) -> None:
+        """Save ``last.pt`` (unless ``failure`` may have spoiled the weights), plot the
+        learning curve and close everything."""
+        weights_ok = not isinstance(failure, NonFiniteError) or failure.weights_ok
+        if self._snapshot is not None and weights_ok and self.dist.main:
+            self.save("last.pt")
+        curve = self.run_dir / "learning_curve.png"
+        if (self.run_dir / "metrics.jsonl").exists() and self.dist.main:
+            plot_learning_curve(
+                self.run_dir / "metrics.jsonl",
+                curve,
+                title=f"{self.cfg.env.name}, seed {self.cfg.seed}",
+            )
+            if self.logger is not None:
+                self.logger.log_image("learning_curve", curve)
+        self.close()
+
+    def summary(self, interrupted: bool) -> dict[str, Any]:
+        """What `ippo train` prints and writes to summary.json."""
         if interrupted:
             log.warning("stopped by a signal at %d env steps", self.progress.env_steps)
-        wall = time.perf_counter() - start
+        p = self.progress
         return {
-            "env_steps": self.progress.env_steps,
-            "wall_time": wall,
-            "final_eval": self.progress.last_eval,
-            "best_eval": self.progress.best_eval if self.progress.best_eval > -math.inf else None,
+            "env_steps": p.env_steps,
+            "wall_time": time.perf_counter() - self._start,
+            "final_eval": p.last_eval,
+            "best_eval": p.best_eval if p.best_eval > -math.inf else None,
             "run_dir": str(self.run_dir),
             "interrupted": interrupted,
         }
@@ -422,7 +502,7 @@ class Trainer:
         """One update from the collected rollout."""
         cpu, wall = time.process_time(), time.perf_counter()
         with self._learn_threads() as threads:
-            metrics = self.agent.update(self.rollouts)
+            metrics = self.agent.update(self.rollouts, generator=self.generator)
         if self._warmed_up:
             self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
         self._warmed_up = True
@@ -482,6 +562,7 @@ class Trainer:
         self._valid = np.zeros(shape, dtype=bool)
         self._chosen = np.zeros(shape, dtype=bool)
         self._outcome = np.zeros((3, self.num_envs, len(self.agent_ids)))
+        self._warned_final_obs = False
         index = {a: i for i, a in enumerate(self.agent_ids)}
         self._columns = {
             net_id: _columns([index[a] for a in agents])
@@ -493,62 +574,94 @@ class Trainer:
 
         Each step samples one batched action per group, or per stack of groups
         (:class:`~ippo_cli.stacked_acting.StackedSampler`); log-probs and values are
-        computed for the whole rollout at its end (:meth:`IPPO.score_rollout`).
+        computed for the whole rollout at its end (:meth:`finish_rollout`).
         A stop request abandons the partial rollout: the agent and counters stay as they
         were after the last update, which is what gets saved.
         """
-        agent, env = self.agent, self.env
-        members = agent.members
-        start, env_time = time.perf_counter(), 0.0
-        sampler = StackedSampler(agent)  # the actors as they are for this rollout
+        start = time.perf_counter()
+        self.env_time = 0.0
+        sampler = StackedSampler(self.agent)  # the actors as they are for this rollout
         for t in range(self.num_steps):
             if stop is not None and stop.requested:
                 return obs, infos
-            for i, a in enumerate(self.agent_ids):
-                self._valid[t, :, i] = infos[a]["active"]
-            self._chosen[t] = self._valid[t]
-            group_obs, group_masks = {}, {}
-            for net_id, agents in members.items():
-                roll, cols = self.rollouts[net_id], self._columns[net_id]
-                x = agent.group_observations(net_id, obs, agents)[0]
-                self._check_finite_obs(x, agents, t)
-                roll.obs[t] = torch.from_numpy(x)
-                group_obs[net_id], group_masks[net_id] = roll.obs[t].flatten(0, 1), None
-                if roll.action_masks is not None:
-                    space = agent.action_spaces[agents[0]]
-                    active = self._valid[t][:, cols]
-                    masks = action_masks(infos, agents, space, self.num_envs, active)
-                    roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
-                    if masks is not None:
-                        group_masks[net_id] = roll.action_masks[t].flatten(0, 1)
-            sampled = sampler.sample(group_obs, group_masks)
-            actions: dict[str, np.ndarray] = {}
-            for net_id, agents in members.items():
-                roll, cols = self.rollouts[net_id], self._columns[net_id]
+            group_obs, group_masks = self.observe(t, obs, infos)
+            sampled = sampler.sample([group_obs], [group_masks], [self.generator])[0]
+            obs, infos = self.act(t, sampled, infos)
+        self.finish_rollout(obs)
+        self._time(env=self.env_time, act=time.perf_counter() - start - self.env_time)
+        return obs, infos
+
+    def observe(
+        self, t: int, obs: dict[str, np.ndarray], infos: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+        """Store step ``t``'s observations, validity and action masks; returns each
+        network's ``(B, ...)`` observations and masks (None: all legal) to sample from."""
+        agent = self.agent
+        for i, a in enumerate(self.agent_ids):
+            self._valid[t, :, i] = infos[a]["active"]
+        self._chosen[t] = self._valid[t]
+        group_obs, group_masks = {}, {}
+        for net_id, agents in agent.members.items():
+            roll, cols = self.rollouts[net_id], self._columns[net_id]
+            x = agent.group_observations(net_id, obs, agents)[0]
+            self._check_finite_obs(x, agents, t)
+            roll.obs[t] = torch.from_numpy(x)
+            group_obs[net_id], group_masks[net_id] = roll.obs[t].flatten(0, 1), None
+            if roll.action_masks is not None:
                 space = agent.action_spaces[agents[0]]
-                action = sampled[net_id]
-                action = action.reshape(self.num_envs, len(agents), *action.shape[1:])
-                env_action = agent.actors[net_id].env_action(action).cpu().numpy()
-                imposed = env_defined_actions(infos, agents, space, self.num_envs)
-                if imposed is not None:
-                    # The env acts for these agents: it gets their action, the policy
-                    # loss does not (the policy did not choose it).
-                    forced, where = imposed
-                    env_action[where] = forced[where]
-                    action = action.clone()
-                    action[torch.from_numpy(where)] = torch.from_numpy(forced[where]).to(
-                        action.dtype
-                    )
-                    self._chosen[t][:, cols] &= ~where
-                roll.actions[t] = action
-                for i, a in enumerate(agents):
-                    actions[a] = env_action[:, i]
-            t0 = time.perf_counter()
-            obs, rewards, terms, truncs, infos = env.step(actions)
-            env_time += time.perf_counter() - t0
-            self._store_outcome(t, rewards, terms, truncs, infos)
+                active = self._valid[t][:, cols]
+                masks = action_masks(infos, agents, space, self.num_envs, active)
+                roll.action_masks[t] = True if masks is None else torch.from_numpy(masks)
+                if masks is not None:
+                    group_masks[net_id] = roll.action_masks[t].flatten(0, 1)
+        return group_obs, group_masks
+
+    def act(
+        self, t: int, sampled: dict[str, torch.Tensor], infos: dict[str, Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Store step ``t``'s sampled actions (env-defined ones imposed), step the envs
+        and store the outcome; returns the next observations and infos."""
+        agent = self.agent
+        actions: dict[str, np.ndarray] = {}
+        for net_id, agents in agent.members.items():
+            roll, cols = self.rollouts[net_id], self._columns[net_id]
+            space = agent.action_spaces[agents[0]]
+            action = sampled[net_id]
+            action = action.reshape(self.num_envs, len(agents), *action.shape[1:])
+            env_action = agent.actors[net_id].env_action(action).cpu().numpy()
+            imposed = env_defined_actions(infos, agents, space, self.num_envs)
+            if imposed is not None:
+                # The env acts for these agents: it gets their action, the rollout
+                # stores it as the policy's own format, the policy loss leaves it out
+                # (the policy did not choose it).
+                forced, where = imposed
+                env_action[where] = forced[where]
+                own = agent.actors[net_id].policy_action(torch.from_numpy(forced[where]))
+                action = action.clone()
+                action[torch.from_numpy(where)] = own.to(action.device, action.dtype)
+                self._chosen[t][:, cols] &= ~where
+            roll.actions[t] = action
+            for i, a in enumerate(agents):
+                actions[a] = env_action[:, i]
+        t0 = time.perf_counter()
+        try:
+            obs, rewards, terms, truncs, infos = self.env.step(actions)
+        except EnvOutputError as exc:
+            step = self.progress.env_steps + (t + 1) * self.num_envs
+            raise NonFiniteError(
+                f"{exc}, near env step {step}; checkpoints/last.pt holds the last update",
+                weights_ok=True,
+            ) from None
+        self.env_time += time.perf_counter() - t0
+        self._store_outcome(t, rewards, terms, truncs, infos)
+        return obs, infos
+
+    def finish_rollout(self, obs: dict[str, np.ndarray]) -> None:
+        """Copy the rollout's per-step outcomes into each group's storage, score it
+        (behaviour log-probs and values) and count its env steps."""
+        agent = self.agent
         with self._learn_threads():  # forward passes over the whole rollout
-            for net_id, agents in members.items():
+            for net_id, agents in agent.members.items():
                 roll, cols = self.rollouts[net_id], self._columns[net_id]
                 for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
                     steps = getattr(self, f"_{field}")[:, :, cols]
@@ -559,8 +672,6 @@ class Trainer:
                 roll.last_values.copy_(value.reshape(roll.last_values.shape))
         self.progress.env_steps += self.steps_per_rollout
         agent.steps[-1] = self.progress.env_steps
-        self._time(env=env_time, act=time.perf_counter() - start - env_time)
-        return obs, infos
 
     def _check_finite_obs(self, x: np.ndarray, agents: list[str], t: int) -> None:
         if x.dtype.kind != "f" or np.isfinite(x).all():
@@ -584,7 +695,8 @@ class Trainer:
                     )
 
     def _store_outcome(self, t, rewards, terms, truncs, infos) -> None:
-        # An inf reward stays inf (no overflow warnings); the loss check then names it.
+        # A reward beyond float32's range arrives as inf (no overflow warnings); the loss
+        # check then names it.
         with np.errstate(over="ignore"):
             self._store_step(t, rewards, terms, truncs, infos)
 
@@ -605,6 +717,7 @@ class Trainer:
         # Truncation is not termination: bootstrap from the final observation's value.
         cut = (trunc > 0) & (term == 0)
         if cut.any():
+            cut = self._cut_with_final_obs(cut, infos)
             for net_id, agents in self.agent.members.items():
                 group_cut = cut[:, self._columns[net_id]]
                 if not group_cut.any():
@@ -617,6 +730,24 @@ class Trainer:
                 columns = np.arange(len(self.agent_ids))[self._columns[net_id]]
                 self._bootstrap[t, envs, columns[members]] = values
         self._track_episodes(reward, ends)
+
+    def _cut_with_final_obs(self, cut: np.ndarray, infos: dict[str, Any]) -> np.ndarray:
+        """The truncations whose final observation the env gave. The others end without a
+        bootstrap, as a termination would (their value is unknown, and that of the zeros
+        standing in for the observation is no estimate of it); a warning says so once."""
+        given = np.stack([infos[a]["_final_obs"] for a in self.agent_ids], axis=1)
+        missing = cut & ~given
+        if missing.any() and not self._warned_final_obs:
+            self._warned_final_obs = True
+            env, i = np.argwhere(missing)[0]
+            log.warning(
+                "agent '%s' was truncated in env %d without a final observation (the env "
+                "left it out of the step's observations): such truncations are not "
+                "bootstrapped, as if the agent had terminated",
+                self.agent_ids[i],
+                env,
+            )
+        return cut & given
 
     def _track_episodes(self, reward: np.ndarray, ends: np.ndarray) -> None:
         """Running returns; an env whose agents are all done has ended its episode."""

@@ -56,12 +56,15 @@ def run_training(tmp_path: Path, overrides: list[str]):
 
 
 def run_cli(
-    args: list[str], cwd: Path, timeout: float = HANG_GUARD_SECONDS, **popen
+    args: list[str], cwd: Path, timeout: float = HANG_GUARD_SECONDS, script: bool = False, **popen
 ) -> subprocess.CompletedProcess:
-    """Run `ippo ...` as a user would, in a subprocess."""
+    """Run `ippo ...` as a user would, in a subprocess. With ``script``, through the `ippo`
+    command installed beside this Python, whose path starts with its own directory
+    (``python -m ippo_cli`` puts the working directory first)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline"}
+    ippo = [str(Path(sys.executable).with_name("ippo"))]
     return subprocess.run(
-        [sys.executable, "-m", "ippo_cli", *args],
+        [*(ippo if script else [sys.executable, "-m", "ippo_cli"]), *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -1,4 +1,5 @@
-"""Tiny deterministic PettingZoo ParallelEnvs for vector-env tests and learning probes.
+"""Tiny deterministic PettingZoo envs (ParallelEnvs, and two AEC envs) for vector-env tests
+and learning probes.
 
 Each step's returned dicts hold exactly the agents alive at the start of that step; agents
 that terminate or truncate are then removed from ``self.agents``.
@@ -13,7 +14,8 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils import AgentSelector
 
 
 class _ProbeEnv(ParallelEnv):
@@ -631,17 +633,95 @@ class StaggeredDeathEnv(_ProbeEnv):
 
 
 class NonFiniteEnv(ConstantRewardEnv):
-    """After ``after`` steps (counted over the env's life), ``what`` turns non-finite:
-    ``"obs"`` makes agent_0's observation NaN, ``"reward"`` makes its reward inf."""
+    """From step ``after`` on (counted over the env's life), ``what`` of agent_0 is NaN:
+    ``"obs"``, ``"reward"`` or ``"termination"``; with ``value="inf"``, infinite."""
 
-    def __init__(self, what: str = "obs", after: int = 300, episode_len: int = 5) -> None:
+    def __init__(
+        self, what: str = "obs", after: int = 300, episode_len: int = 5, value: str = "nan"
+    ) -> None:
         super().__init__(episode_len=episode_len)
-        self.what, self.after, self.total = what, after, 0
+        self.what, self.after, self.total, self.bad = what, after, 0, float(value)
+
+    def _broken(self, what: str, agent: str) -> bool:
+        return self.what == what and agent == "agent_0" and self.total >= self.after
 
     def _obs(self, agent: str) -> Any:
         obs = super()._obs(agent)
-        return obs * np.nan if self.what == "obs" and self.total >= self.after else obs
+        return obs * self.bad if self._broken("obs", agent) else obs
 
     def _reward(self, agent: str, action: Any) -> float:
+        return self.bad if self._broken("reward", agent) else 1.0
+
+    def step(self, actions: dict[str, Any]):
         self.total += 1
-        return np.inf if self.what == "reward" and self.total >= self.after else 1.0
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        if self._broken("termination", "agent_0"):
+            terms["agent_0"] = self.bad
+        return obs, rewards, terms, truncs, infos
+
+
+class SimultaneousAEC(AECEnv):
+    """An AEC env whose two agents both act every cycle; the state advances once per cycle
+    (``is_parallelizable``). Each agent's reward is its own action (0 or 1), so it learns."""
+
+    metadata = {"name": "simultaneous_aec_v0", "is_parallelizable": True}
+    # Applies the cycle's actions at its last agent's turn; the turn-based subclass does
+    # not wait for the cycle to end.
+    per_turn = False
+
+    def __init__(self, episode_len: int = 5) -> None:
+        super().__init__()
+        self.possible_agents = ["player_0", "player_1"]
+        self.episode_len = episode_len
+        self.render_mode = None
+        # The state advances per move (turn-based) or per cycle of moves.
+        self._last_t = episode_len * (len(self.possible_agents) if self.per_turn else 1)
+        self._spaces = (_box(1), spaces.Discrete(2))
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._spaces[0]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._spaces[1]
+
+    def observe(self, agent: str) -> np.ndarray:
+        return np.full(1, self.t / self._last_t, np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> None:
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos = {a: {} for a in self.agents}
+        self._selector = AgentSelector(self.agents)
+        self.agent_selection = self._selector.reset()
+        self._pending: dict[str, Any] = {}
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        self._cumulative_rewards[agent] = 0.0
+        self._pending[agent] = action
+        self._clear_rewards()
+        if self.per_turn or self._selector.is_last():
+            self.t += 1
+            for a, act in self._pending.items():
+                self.rewards[a] = float(act)
+            self._pending = {}
+            if self.t >= self._last_t:
+                self.terminations = dict.fromkeys(self.agents, True)
+        self.agent_selection = self._selector.next()
+        self._accumulate_rewards()
+
+
+class TurnBasedAEC(SimultaneousAEC):
+    """The same game played in turns: each move changes the state before the next agent
+    acts, so the agents do not act together and PettingZoo's aec_to_parallel does not
+    apply (no ``is_parallelizable``)."""
+
+    metadata = {"name": "turn_based_aec_v0"}
+    per_turn = True

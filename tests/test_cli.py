@@ -138,6 +138,20 @@ BAD_TRAIN = [
     (["env=pettingzoo"], "'env.factory' must be set"),
     (["env=pettingzoo", "env.factory=nowhere.env"], "cannot import 'nowhere'"),
     (["-m", "algorithm.lr=1e-4,0"], "algorithm.lr=0.0 is invalid"),
+    # An env constructor that raises: the factory, its kwargs and the exception.
+    (
+        ["env=simple_spread", "env.backend=pettingzoo", "env.kwargs.N=0"],
+        "env.factory='mpe2.simple_spread_v3.parallel_env' with kwargs {'N': 0, 'local_ratio': "
+        "0.5, 'max_cycles': 25, 'continuous_actions': False} raised ValueError: zero-size array",
+    ),
+    (
+        ["-m", "env=simple_spread", "env.backend=pettingzoo", "env.kwargs.N=2,0"],
+        "sweep job with env.kwargs.N=0: env.factory='mpe2.simple_spread_v3.parallel_env' with",
+    ),
+    (
+        ["env=pettingzoo", "env.factory=tests.probe_envs.ConstantRewardEnv", "eval_gif=true"],
+        "eval_gif=true: env.factory='tests.probe_envs.ConstantRewardEnv' takes no render_mode",
+    ),
 ]
 
 
@@ -279,7 +293,8 @@ def test_an_env_error_during_training_is_one_line_and_keeps_last_checkpoint(tmp_
     "what, message",
     [
         ("obs", "non-finite observation (NaN or inf) from agent 'agent_0' in env"),
-        ("reward", "non-finite policy_loss (nan) for network 'agent_0'"),
+        # An env's own NaN reward is not taken for an absent agent (the vector env's NaN).
+        ("reward", "non-finite reward (nan) from agent 'agent_0' in env 0 at step 5 of its"),
     ],
 )
 def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_path, what, message):

@@ -84,8 +84,8 @@ def test_learning_threads_apply_to_scoring_and_the_update_only(tmp_path):
     sample, score, update = agent.sample_group, agent.score_rollout, agent.update
     agent.sample_group = lambda *a: seen.append(("act", torch.get_num_threads())) or sample(*a)
     agent.score_rollout = lambda *a: seen.append(("score", torch.get_num_threads())) or score(*a)
-    agent.update = lambda rollouts: (
-        seen.append(("learn", torch.get_num_threads())) or update(rollouts)
+    agent.update = lambda *a, **kw: (
+        seen.append(("learn", torch.get_num_threads())) or update(*a, **kw)
     )
     try:
         trainer.collect(*trainer.env.reset(seed=0))
@@ -143,8 +143,8 @@ def test_automatic_learning_threads_fall_back_to_one_when_starved(tmp_path, capl
         assert trainer.learn_threads == 1
         seen = []
         update = trainer.agent.update
-        trainer.agent.update = lambda rollouts: (
-            seen.append(torch.get_num_threads()) or update(rollouts)
+        trainer.agent.update = lambda *a, **kw: (
+            seen.append(torch.get_num_threads()) or update(*a, **kw)
         )
         trainer.collect(*trainer.env.reset(seed=0))
         trainer.learn()

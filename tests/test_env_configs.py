@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from tests.conftest import run_cli
+from tests.conftest import probe_overrides, run_cli, train_config
 
 QUIET = ["logger=none", "progress=false", "eval_episodes=1"]
 
@@ -25,7 +26,7 @@ ENVS = {
         ["algorithm.learn_step=128", "algorithm.total_steps=256"],
         ["adversary", "agent"],
     ),
-    # 20 pistons with 32x32x3 images through the default CNN (1.6M parameters): keep tiny.
+    # 20 pistons with 32x32x3 images through network=auto's CNN sized to them: keep tiny.
     "pistonball": (
         [
             "env.num_envs=1",
@@ -77,6 +78,12 @@ def test_shipped_env_config_trains_from_the_cli(tmp_path, env_name):
     if env_name == "pistonball":
         assert len(agent.agent_ids) == 20
         assert agent.observation_spaces["piston_0"].shape == (32, 32, 3)
+        # network=auto sized the CNN to the 32x32 images (the reference's kernel 3,
+        # stride 1 default would keep a 28x28 feature map and 1.6M parameters).
+        encoder = agent.actors["piston"].encoder
+        features = encoder.convs(torch.zeros(1, *encoder.image_shape)).shape
+        assert features[2] * features[3] <= 25
+        assert sum(p.numel() for p in agent.actors["piston"].parameters()) < 100_000
 
 
 # ------------------------------------------------------------------ bad input
@@ -155,3 +162,22 @@ def test_bad_space_or_network_fails_in_one_line_before_any_run(tmp_path, case):
         assert word in lines[0], (word, lines[0])
     assert "Traceback" not in result.stderr
     assert not run_dir.exists() and not (tmp_path / "outputs").exists()
+
+
+# ------------------------------------------------------------------ network=auto on images
+def _conv_layers(overrides: list[str]) -> list[tuple[int, int]]:
+    from ippo_cli.trainer import build_agent
+
+    cfg = train_config([*probe_overrides("ObsKeyRewardEnv", kind="image"), *overrides])
+    image = spaces.Box(0, 255, (12, 12, 3), np.uint8)
+    agent = build_agent(cfg, [image], [spaces.Discrete(2)], ["agent_0"], "cpu")
+    convs = [m for m in agent.actors["agent_0"].encoder.convs if isinstance(m, torch.nn.Conv2d)]
+    return [(c.kernel_size[0], c.stride[0]) for c in convs]
+
+
+def test_network_auto_sizes_the_cnn_to_the_image_and_explicit_kernels_stay():
+    assert _conv_layers([]) == [(3, 1), (4, 2)]  # 12x12 -> 10x10 -> 4x4
+    reference = ["+network.encoder_config.kernel_size=3", "+network.encoder_config.stride_size=1"]
+    assert _conv_layers(reference) == [(3, 1), (3, 1)]
+    per_group = ["+network.groups.agent.encoder_config.channel_size=[8,8,8]"]
+    assert len(_conv_layers(per_group)) == 3

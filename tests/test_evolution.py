@@ -85,6 +85,36 @@ def test_a_population_evolves_a_learning_rate_that_learns_where_its_start_cannot
         assert kept["lineage"] == best["lineage"]
 
 
+def test_a_population_trains_the_same_as_one_stack_and_member_by_member(tmp_path):
+    # Members' learning rates differ after the first mutation: each keeps its own in
+    # the stack; selection, mutation and every member's fitness come out the same.
+    overrides = BOX_PROBE + LR_ONLY + ["hpo.population_size=3", "algorithm.total_steps=6144"]
+    runs = {}
+    for stacked in (True, False):
+        run_dir = tmp_path / str(stacked)
+        _evolve(run_dir, overrides + [f"hpo.stacked={str(stacked).lower()}"])
+        runs[stacked] = [r for r in _rows(run_dir) if "fitness" in r]
+    assert len(runs[True]) == len(runs[False]) == 6  # 2 generations of 3
+    assert len({r["hp/lr"] for r in runs[True]}) > 1
+    for a, b in zip(runs[True], runs[False], strict=True):
+        assert (a["member"], a["lineage"], a["mutation"]) == (
+            b["member"],
+            b["lineage"],
+            b["mutation"],
+        )
+        assert a["hp/lr"] == b["hp/lr"]
+        assert a["fitness"] == pytest.approx(b["fitness"], rel=1e-4, abs=1e-5)
+
+
+def test_hpo_parallel_is_gone_with_a_one_line_warning(tmp_path, capsys):
+    _evolve(
+        tmp_path,
+        BOX_PROBE + ["hpo.population_size=2", "hpo.parallel=true", "algorithm.total_steps=2048"],
+    )
+    out = capsys.readouterr().out
+    assert "hpo.parallel is gone and ignored" in out
+
+
 def _agent(obs_space, net_config=None):
     return IPPO([obs_space], [spaces.Discrete(3)], agent_ids=["a_0"], net_config=net_config)
 

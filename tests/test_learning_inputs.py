@@ -61,7 +61,7 @@ def test_learning_recomputes_the_log_probs_of_the_masked_policy_that_acted(colle
     agent, roll = trainer.agent, trainer.rollouts["agent_0"]
     agent.stack_updates = stack
     batches = {"agent_0": roll.flat_batch(agent.gamma, agent.gae_lambda)}
-    assert not stack or stack_sets(agent, batches)  # the stacked update's path is taken
+    assert not stack or stack_sets([agent], [batches])  # the stacked update's path is taken
     # The env shows its mask in the observation ([1, *allowed]): the stored behaviour
     # log-probs must be those of the policy restricted to it.
     obs = roll.obs.flatten(0, 2)

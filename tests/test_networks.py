@@ -9,7 +9,15 @@ from gymnasium import spaces
 
 from ippo_cli.networks import StochasticActor, ValueNetwork
 from ippo_cli.networks.actor_critic import check_net_config
-from ippo_cli.networks.encoders import CNNEncoder, MLPEncoder, MultiInputEncoder, make_encoder
+from ippo_cli.networks.encoders import (
+    SIZED_CNN_TARGET,
+    CNNEncoder,
+    MLPEncoder,
+    MultiInputEncoder,
+    make_encoder,
+    sized_cnn,
+    sized_encoder_config,
+)
 from ippo_cli.networks.observations import ObservationLayout
 from ippo_cli.spaces import (
     action_dim,
@@ -195,6 +203,47 @@ def _scaled_inputs(encoder_scale, run):
     run()
     handle.remove()
     return seen[0]
+
+
+def _feature_map(encoder: CNNEncoder) -> tuple[int, ...]:
+    """Shape (C, H, W) of the last conv layer's output for one image."""
+    x = torch.zeros(1, *encoder.image_shape)
+    return tuple(encoder.convs(x).shape[1:])
+
+
+@pytest.mark.parametrize("hw", [(210, 160), (84, 84), (457, 120), (32, 32)])
+def test_a_cnn_sized_to_its_image_ends_in_a_small_feature_map(hw):
+    space = spaces.Box(0, 255, (*hw, 3), np.uint8)
+    layout = ObservationLayout(space)
+    cfg = sized_encoder_config(layout, {})
+    encoder = make_encoder(space, cfg, 64)
+    channels, h, w = _feature_map(encoder)
+    assert channels == 32 and min(h, w) <= SIZED_CNN_TARGET + 1
+    # The reference's default (kernel 3, stride 1) keeps nearly the whole image instead.
+    default = _feature_map(make_encoder(space, {}, 64))
+    assert default == (32, hw[0] - 4, hw[1] - 4)
+    assert h * w * 8 < default[1] * default[2]
+
+
+def test_sizing_keeps_small_images_and_given_kernels_and_sizes_multi_input_cnns():
+    small = ObservationLayout(spaces.Box(0, 255, (8, 8, 3), np.uint8))
+    assert sized_encoder_config(small, {}) == {"kernel_size": [3, 3], "stride_size": [1, 1]}
+    three = sized_encoder_config(small, {"channel_size": [8, 8, 8]})
+    assert len(three["kernel_size"]) == 3
+    given = {"kernel_size": [8, 4], "stride_size": [4, 2]}
+    assert sized_encoder_config(ObservationLayout(IMAGE_HWC), given) == given
+    assert sized_encoder_config(ObservationLayout(spaces.Box(-1, 1, (5,))), {}) == {}
+    both = spaces.Dict(
+        {
+            "big": spaces.Box(0, 255, (96, 96, 3), np.uint8),
+            "small": spaces.Box(0, 255, (32, 32, 3), np.uint8),
+            "vec": spaces.Box(-1, 1, (2,)),
+        }
+    )
+    cfg = sized_encoder_config(ObservationLayout(both), {})
+    assert cfg["cnn_config"] == sized_cnn((3, 32, 32), 2)
+    encoder = make_encoder(both, cfg, 64)  # every image part fits the sized layers
+    assert encoder(torch.zeros(2, ObservationLayout(both).flat_dim)).shape == (2, 64)
 
 
 def test_images_are_scaled_by_their_bounds():

@@ -19,6 +19,11 @@ DISCRETE = {
 }
 
 
+def _sets(agent, batches):
+    """stack_sets of one agent, as lists of its network ids."""
+    return [[net_id for _, net_id in keys] for keys in stack_sets([agent], [batches])]
+
+
 def _agent(spec, stack: bool, **kwargs) -> IPPO:
     torch.manual_seed(0)
     kwargs = {"batch_size": 32, "lr": 1e-3, "update_epochs": 3, **kwargs}
@@ -71,7 +76,7 @@ def _train(spec, stack: bool, **kwargs):
 def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
     stacked, stacked_metrics = _train(spec, stack=True, **kwargs)
     plain, plain_metrics = _train(spec, stack=False, **kwargs)
-    assert stack_sets(stacked, _batches(stacked)) == [["speaker_0", "listener_0"]]
+    assert _sets(stacked, _batches(stacked)) == [["speaker_0", "listener_0"]]
     _assert_same_parameters(stacked, plain, atol=2e-5)
     for net in ("speaker_0", "listener_0"):
         for opts in ("actor_optimizers", "critic_optimizers"):
@@ -97,7 +102,7 @@ def test_compiled_stacked_update_matches_eager_training(spec, kwargs):
     compile_once.cache_clear()
     compiled, compiled_metrics = _train(spec, stack=True, torch_compiler="default", **kwargs)
     assert compile_once.cache_info().currsize == 1  # the stack's minibatch terms
-    assert stack_sets(compiled, _batches(compiled)) == [["speaker_0", "listener_0"]]
+    assert _sets(compiled, _batches(compiled)) == [["speaker_0", "listener_0"]]
     plain, plain_metrics = _train(spec, stack=False, **kwargs)
     _assert_same_parameters(compiled, plain, atol=1e-4)
     for mine, theirs in zip(compiled_metrics, plain_metrics, strict=True):
@@ -120,10 +125,10 @@ def _batches(agent):
 
 
 def test_groups_stack_only_when_their_networks_and_batches_agree():
-    assert stack_sets(_agent(BOX, True, target_kl=0.1), _batches(_agent(BOX, True))) == []
+    assert _sets(_agent(BOX, True, target_kl=0.1), _batches(_agent(BOX, True))) == []
     # A listening bias runs the listener's actor module again: it trains on its own.
     listening = _agent(BOX, True, listening={"listener": {"weight": 0.1, "message": [8, 11]}})
-    assert stack_sets(listening, _batches(listening)) == [["speaker_0"]]
+    assert _sets(listening, _batches(listening)) == [["speaker_0"]]
     # Different hidden layers: each group is a stack of its own actor and critic.
     agent = _agent(BOX, True)
     wide = IPPO(
@@ -137,20 +142,20 @@ def test_groups_stack_only_when_their_networks_and_batches_agree():
         wide.critics["speaker_0"],
     )
     agent.reinit_optimizers()
-    assert stack_sets(agent, _batches(agent)) == [["speaker_0"], ["listener_0"]]
+    assert _sets(agent, _batches(agent)) == [["speaker_0"], ["listener_0"]]
     # Different numbers of valid rows (an agent absent at some steps).
     agent = _agent(BOX, True)
     batches = _batches(agent)
     batches["speaker_0"] = {k: v[:-1] for k, v in batches["speaker_0"].items()}
-    assert stack_sets(agent, batches) == [["speaker_0"], ["listener_0"]]
+    assert _sets(agent, batches) == [["speaker_0"], ["listener_0"]]
 
 
 def test_large_cpu_minibatches_train_one_network_pair_at_a_time():
     # From LARGE_MINIBATCH_ROWS rows the arithmetic dominates; stacking would only copy.
     big = _agent(BOX, True, batch_size=LARGE_MINIBATCH_ROWS)
-    assert stack_sets(big, _batches(big)) == []
+    assert _sets(big, _batches(big)) == []
     small = _agent(BOX, True, batch_size=LARGE_MINIBATCH_ROWS - 1)
-    assert stack_sets(small, _batches(small)) == [["speaker_0", "listener_0"]]
+    assert _sets(small, _batches(small)) == [["speaker_0", "listener_0"]]
 
 
 @pytest.mark.parametrize("spec", [BOX, DISCRETE], ids=["box", "discrete"])

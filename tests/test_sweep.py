@@ -112,6 +112,61 @@ def test_an_unfinished_sweep_is_summarised_from_what_exists(tmp_path):
     assert all((sweep / name).is_file() for name in OUTPUTS)
 
 
+def _optuna_like_sweep(sweep, finals):
+    """Job directories as an Optuna sweep leaves them: full-precision float overrides."""
+    for job, final in enumerate(finals):
+        overrides = [
+            f"algorithm.lr={0.000123456789012345 * (job + 1)!r}",
+            f"algorithm.ent_coef={0.0123456789012345678 / (job + 1)!r}",
+            f"algorithm.clip_coef={0.1876543210987654 + job / 100!r}",
+            "algorithm.total_steps=4096",
+            "logger=none",
+        ]
+        (sweep / str(job) / ".hydra").mkdir(parents=True)
+        (sweep / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        summary = {
+            "env_steps": 4096,
+            "wall_time": 31.25,
+            "final_eval": final,
+            "best_eval": final + 1.5,
+            "interrupted": False,
+            "status": "completed",
+        }
+        (sweep / str(job) / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_printed_summary_keeps_its_numbers_at_80_columns(tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    finals = [-123.4567891, -98.7654321, -45.6789012]
+    _optuna_like_sweep(sweep, finals)
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli(["summary", str(sweep)], tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("written:")[0].splitlines()  # the tables
+    assert max(len(line) for line in lines) <= 80
+    for final in finals:  # final and best evaluation of every job, whole, on one line
+        assert any(f"{final:.3f}" in line and f"{final + 1.5:.3f}" in line for line in lines)
+        assert sum(f"{final:.3f} ± 0.000" in line for line in lines) == 1  # groups table
+    # Overrides shown rounded and folded, not cut off: each job's lr is there in full.
+    assert sum("algorithm.lr=0.0001235" in line for line in lines) == 2  # jobs, groups
+    assert "algorithm.total_steps" not in result.stdout  # the same in every job
+    # The files keep the full values.
+    summary, rows = _read(sweep)
+    assert "algorithm.lr=0.000123456789012345" in rows[0]["overrides"]
+    assert summary["jobs"][0]["final_eval"] == finals[0]
+    assert "algorithm.lr=0.000123456789012345" in summary["groups"][0]["group"]
+
+
+def test_display_override_rounds_float_values_only():
+    from ippo_cli.sweep import display_override
+
+    assert display_override("algorithm.lr=0.000123456789012345") == "algorithm.lr=0.0001235"
+    assert display_override("algorithm.lr=3e-4") == "algorithm.lr=0.0003"
+    assert display_override("seed=3") == "seed=3"
+    assert display_override("env.name=v1.2.3") == "env.name=v1.2.3"
+    assert display_override("network=cnn") == "network=cnn"
+
+
 def test_summary_of_a_bad_directory_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for target in (tmp_path / "missing", tmp_path / "empty"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import multiprocessing as mp
+import re
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ippo_cli.envs.factory import build_env
 from ippo_cli.envs.vector import (
     AsyncPettingZooVecEnv,
     AsyncVecEnv,
+    EnvOutputError,
     SyncVecEnv,
     episode_seed,
     make_vec_env,
@@ -31,6 +33,7 @@ from tests.probe_envs import (
     DyingProcessEnv,
     HangingEnv,
     InfoEnv,
+    NonFiniteEnv,
     RaisingEnv,
     TupleObsEnv,
 )
@@ -302,6 +305,24 @@ def test_actions_given_per_env_with_nan_rows_skipped():
         venv.step({"agent_0": np.array([2.0, np.nan])})
         assert venv.envs[0].received == {"agent_0": 2} and venv.envs[1].received == {}
         assert type(venv.envs[0].received["agent_0"]) is int
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "what, value", [("reward", "nan"), ("reward", "-inf"), ("termination", "nan")]
+)
+def test_a_non_finite_step_value_from_the_env_is_named_not_taken_for_absence(kind, what, value):
+    # Env 1 of 3 turns bad at its 3rd step; NaN in the outputs would mean "absent agent".
+    fns = [functools.partial(NonFiniteEnv, what, after=n, value=value) for n in (99, 3, 99)]
+    with make(kind, fns) as venv:
+        venv.reset(seed=0)
+        act = {"agent_0": np.zeros(3, int)}
+        for _ in range(2):
+            _, rew, term, _, _ = venv.step(act)
+            assert np.isfinite(rew["agent_0"]).all() and np.isfinite(term["agent_0"]).all()
+        message = f"non-finite {what} ({value}) from agent 'agent_0' in env 1 at step 3 of its"
+        with pytest.raises(EnvOutputError, match=re.escape(message)):
+            venv.step(act)
 
 
 def test_async_env_exception_names_env():

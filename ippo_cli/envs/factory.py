@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pettingzoo import AECEnv
+from pettingzoo.utils.conversions import aec_to_parallel
+
 from ippo_cli.envs.batched_mpe import BatchedMPE, make_batched_env
 from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
@@ -20,6 +23,14 @@ class EnvConfigError(ValueError):
     """An env config that cannot be built; the message names the bad value."""
 
 
+class RenderModeError(EnvConfigError):
+    """The env factory takes no ``render_mode``, so the env cannot render frames."""
+
+
+# PettingZoo families whose envs import packages that pettingzoo itself does not install.
+PETTINGZOO_EXTRAS = ("atari", "classic", "sisl", "butterfly")
+
+
 def resolve(path: str, key: str = "env.factory") -> Callable[..., Any]:
     """Import ``pkg.module.attr`` and return the attribute."""
     module_name, _, attr = path.rpartition(".")
@@ -28,11 +39,47 @@ def resolve(path: str, key: str = "env.factory") -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise EnvConfigError(f"{key}='{path}': cannot import '{module_name}' ({exc})") from None
+        raise EnvConfigError(
+            f"{key}='{path}': cannot import '{module_name}' ({exc}){missing_extra(path, exc)}"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
         raise EnvConfigError(f"{key}='{path}': '{module_name}' has no '{attr}'") from None
+
+
+def missing_extra(path: str, exc: BaseException) -> str:
+    """The install that fixes an import error of a PettingZoo env (``"; pip install ..."``),
+    or "" when ``exc`` (or its cause: some envs re-raise with their own message) is not a
+    package missing under one of PettingZoo's families."""
+    parts = path.split(".")
+    if len(parts) < 3 or parts[0] != "pettingzoo" or parts[1] not in PETTINGZOO_EXTRAS:
+        return ""
+    if not isinstance(exc, ModuleNotFoundError):
+        exc = exc.__cause__
+    missing = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not missing or missing.startswith("pettingzoo"):
+        return ""
+    return f"; PettingZoo's {parts[1]} envs need extras: pip install 'pettingzoo[{parts[1]}]'"
+
+
+def _call(path: str, key: str, kwargs: dict[str, Any], *args: Any) -> Any:
+    """``resolve(path)(*args, **kwargs)``; any exception becomes one EnvConfigError line
+    naming the callable, its kwargs and the exception (the original is its cause)."""
+    fn = resolve(path, key)
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        message = " ".join(str(exc).split())
+        if "render_mode" in kwargs and isinstance(exc, TypeError) and "render_mode" in message:
+            raise RenderModeError(
+                f"{key}='{path}' takes no render_mode argument, so the env cannot render "
+                f"{kwargs['render_mode']} frames ({message})"
+            ) from exc
+        raise EnvConfigError(
+            f"{key}='{path}' with kwargs {kwargs} raised {type(exc).__name__}: {message}"
+            f"{missing_extra(path, exc)}"
+        ) from exc
 
 
 def build_env(
@@ -40,17 +87,40 @@ def build_env(
     kwargs: Mapping[str, Any] | None = None,
     wrappers: Sequence[Mapping[str, Any]] = (),
     render_mode: str | None = None,
+    notes: list[str] | None = None,
 ):
-    """One ParallelEnv: ``factory(**kwargs)`` then each wrapper in order."""
+    """One ParallelEnv: ``factory(**kwargs)`` (an AEC env converted, see
+    :func:`as_parallel`) then each wrapper in order. What was done to the env besides
+    building it is appended to ``notes``, for the run's log."""
     kwargs = dict(kwargs or {})
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    env = resolve(factory)(**kwargs)
+    env = as_parallel(_call(factory, "env.factory", kwargs), factory, notes)
     for i, wrapper in enumerate(wrappers):
-        env = resolve(wrapper["factory"], f"env.wrappers[{i}].factory")(
-            env, **dict(wrapper.get("kwargs") or {})
-        )
+        key = f"env.wrappers[{i}].factory"
+        env = _call(wrapper["factory"], key, dict(wrapper.get("kwargs") or {}), env)
     return env
+
+
+def as_parallel(env: Any, factory: str, notes: list[str] | None = None) -> Any:
+    """``env`` itself, or for an AEC env one whose agents all act every step (PettingZoo's
+    ``is_parallelizable`` metadata) its ParallelEnv from ``aec_to_parallel``. A turn-based
+    AEC env cannot be converted: EnvConfigError."""
+    if not isinstance(env, AECEnv):
+        return env
+    if not env.metadata.get("is_parallelizable", False):
+        env.close()
+        raise EnvConfigError(
+            f"env.factory='{factory}' returned an AECEnv whose agents take turns (its "
+            "metadata does not set is_parallelizable), so aec_to_parallel cannot convert it; "
+            "IPPO here needs a ParallelEnv, where all agents act at every step"
+        )
+    if notes is not None:
+        notes.append(
+            f"env.factory='{factory}' returned an AECEnv whose agents all act every step "
+            "(is_parallelizable); converted to a ParallelEnv with pettingzoo's aec_to_parallel"
+        )
+    return aec_to_parallel(env)
 
 
 def env_fn(env_cfg: Any, render_mode: str | None = None) -> Callable[[], Any]:
@@ -78,7 +148,10 @@ def make_train_env(
             _plain(env_cfg.get("wrappers") or []),
             num_envs,
         )
-    check = env_fn(env_cfg)()
+    notes: list[str] = []
+    check = env_fn(env_cfg)(notes=notes)
+    for note in notes:
+        log.info(note)
     # The step is timed only when it decides: auto with workers able to run side by side.
     timed = kind == "auto" and vec_env_kind(kind, num_envs, num_workers) == "async"
     try:

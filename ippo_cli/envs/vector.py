@@ -26,6 +26,7 @@ actions. ``reset(seed=None)`` keeps unseeded autoresets and makes the state unre
 from __future__ import annotations
 
 import copy as copylib
+import math
 import multiprocessing as mp
 import operator
 import os
@@ -73,6 +74,27 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return False
+
+
+class EnvOutputError(ValueError):
+    """An env returned a step value that cannot be learned from (a NaN or infinite reward,
+    termination or truncation); the message names the agent, the env and the step."""
+
+
+def non_finite_outcome(reward: Any, terminated: Any, truncated: Any) -> str | None:
+    """``"reward (nan)"`` (or termination, truncation) for the first of one agent's step
+    values that is NaN or infinite; None when all are finite. An absent agent has no values
+    here: NaN in the vector env's outputs means absent, so the env's own NaN must stop here.
+    """
+    for name, value in (("reward", reward), ("termination", terminated), ("truncation", truncated)):
+        try:
+            array = isinstance(value, np.ndarray)
+            finite = np.isfinite(value).all() if array else math.isfinite(value)
+        except TypeError:
+            continue  # not a number (None, a string): storing it decides what happens
+        if not finite:
+            return f"{name} ({value})"
+    return None
 
 
 def _storage(space: spaces.Space, agent: str, what: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -312,6 +334,12 @@ class _EnvRunner:
             for a in self.agents:
                 if a not in rew:
                     continue
+                bad = non_finite_outcome(rew[a], term.get(a, False), trunc.get(a, False))
+                if bad is not None:
+                    raise EnvOutputError(
+                        f"non-finite {bad} from agent '{a}' in env {self.offset + e} at step "
+                        f"{len(self.history[e])} of its episode"
+                    )
                 terminated, truncated = bool(term.get(a, False)), bool(trunc.get(a, False))
                 b["reward"][a][e] = rew[a]
                 b["term"][a][e] = terminated
@@ -722,6 +750,8 @@ def _worker(
 
     def error(exc: BaseException, env: int) -> tuple[str, Any]:
         msg = " ".join(str(exc).splitlines())
+        if isinstance(exc, EnvOutputError):  # says which env itself
+            return "bad_output", (start + env, msg, traceback.format_exc())
         return "error", (start + env, f"{type(exc).__name__}: {msg}", traceback.format_exc())
 
     try:
@@ -863,7 +893,7 @@ class AsyncVecEnv(_BaseVecEnv):
         self._failed = True
         deadline = time.monotonic() + self.timeout
         replies: list[Any] = []
-        first_error: WorkerError | None = None
+        first_error: WorkerError | EnvOutputError | None = None
         for i, pipe in enumerate(self._pipes):
             try:
                 if not pipe.poll(max(0.0, deadline - time.monotonic())):
@@ -883,6 +913,8 @@ class AsyncVecEnv(_BaseVecEnv):
                 continue
             if status == "ok":
                 replies.append(data)
+            elif status == "bad_output":
+                first_error = first_error or EnvOutputError(data[1])
             else:
                 env, message, tb = data
                 first_error = first_error or WorkerError(f"env {env} raised {message}", tb)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,18 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.envs.factory import env_fn
-from ippo_cli.evolution.member import (
-    MemberTrainer,
-    Turn,
-    member_pool,
-    remote_turn,
-    turn_seed,
-)
+from ippo_cli.evolution.member import MemberTrainer, Turn, turn_seed
 from ippo_cli.evolution.report import member_row, plot_population, print_population
 from ippo_cli.evolution.settings import hp_config_of, mutations_of, tournament_of
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
-from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger
 from ippo_cli.trainer import (
     _StopRequest,
@@ -49,6 +41,10 @@ from ippo_cli.trainer import (
 
 log = logging.getLogger("ippo")
 
+PARALLEL_GONE = (
+    "hpo.parallel is gone and ignored: the population trains as one stack in this process "
+    "(hpo.stacked=true), faster than one process per member; remove hpo.parallel"
+)
 RECENT_FITNESS = 10  # evaluations per member that hpo.target_score is compared with
 
 
@@ -86,7 +82,6 @@ class PopulationTrainer:
         self.elite: IPPO | None = None
         self.logger: RunLogger | None = None
         self.member: MemberTrainer | None = None
-        self.pool = None
 
     # ------------------------------------------------------------ population
     def _founders(self) -> list[IPPO]:
@@ -128,17 +123,11 @@ class PopulationTrainer:
         start = time.perf_counter()
         wall_before = 0.0
         try:
-            cores = run_cores(cfg.hardware)
-            if hpo.parallel and cores < 2:
-                log.warning("hpo.parallel=true needs 2 or more cores; training members in turn")
-                print(
-                    "ippo: warning: hpo.parallel=true needs 2 or more cores; this run may use "
-                    "1, so members train one after another"
-                )
-            if hpo.parallel and cores >= 2:
-                self.pool = member_pool(cfg)
-            else:
-                self.member = MemberTrainer(cfg)
+            if hpo.parallel:
+                log.warning(PARALLEL_GONE)
+                print(f"ippo: warning: {PARALLEL_GONE}")
+            slots = hpo.population_size if hpo.stacked else 1
+            self.member = MemberTrainer(cfg, slots)
             if self.resume is not None:
                 self._restore(self.resume)
             else:
@@ -191,9 +180,6 @@ class PopulationTrainer:
         if self.member is not None:
             self.member.close()
             self.member = None
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = None
         if self.logger is not None:
             self.logger.close()
 
@@ -204,30 +190,7 @@ class PopulationTrainer:
         generation = self.state.generation + 1
         steps = self.cfg.hpo.evo_steps
         seeds = [turn_seed(self.cfg.seed, generation, s) for s in range(len(self.population))]
-        if self.pool is None:
-            turns = []
-            for agent, seed in zip(self.population, seeds, strict=True):
-                turn = self.member.turn(agent, steps, seed, stop)
-                if turn is None:
-                    return None
-                turns.append(turn)
-            return turns
-        futures = [
-            self.pool.submit(remote_turn, agent.to_dict(), steps, seed)
-            for agent, seed in zip(self.population, seeds, strict=True)
-        ]
-        while not all(f.done() for f in futures):
-            wait(futures, timeout=0.2, return_when=FIRST_COMPLETED)
-            if stop.requested:
-                for f in futures:
-                    f.cancel()
-                return None
-        turns = []
-        for agent, future in zip(self.population, futures, strict=True):
-            data, turn = future.result()
-            agent.load_state(data)
-            turns.append(turn)
-        return turns
+        return self.member.turns(self.population, steps, seeds, stop, self.cfg.hpo.stacked)
 
     def _record_generation(self, turns: list[Turn]) -> bool:
         """Log every update and member of this generation, print the table; returns

@@ -133,24 +133,45 @@ class StochasticActor(nn.Module):
     def env_action(self, action: torch.Tensor) -> torch.Tensor:
         """The action sent to the env, ``(*batch, *action_space.shape)``.
 
-        Box: scaled once if squashed, else clipped to the bounds. Discrete and
-        MultiDiscrete: the sampled index plus the space's ``start``. MultiBinary: the 0./1.
-        bits (floats), shaped like the space.
+        Box: scaled once if squashed, else clipped to the bounds; then
+        :meth:`env_layout`.
         """
+        if isinstance(self.action_space, spaces.Box):
+            if self.squash_output:
+                action = self.scale_action(action)
+            else:
+                action = torch.clamp(action, self.action_low, self.action_high)
+        return self.env_layout(action)
+
+    def env_layout(self, action: torch.Tensor) -> torch.Tensor:
+        """A sampled action in the env's layout, its values otherwise as sampled: Discrete
+        and MultiDiscrete get the space's ``start`` added; Box and MultiBinary take the
+        space's shape (MultiBinary as 0./1. floats)."""
         space = self.action_space
-        batch = action.shape[: action.dim() - len(action_shape(space))]
         if isinstance(space, spaces.Discrete):
             return action + int(space.start) if space.start else action
         if isinstance(space, spaces.MultiDiscrete):
             if space.start.any():
                 action = action + torch.as_tensor(space.start, device=action.device)
             return action
-        if isinstance(space, spaces.Box):
-            if self.squash_output:
-                action = self.scale_action(action)
-            else:
-                action = torch.clamp(action, self.action_low, self.action_high)
+        batch = action.shape[: action.dim() - len(action_shape(space))]
         return action.reshape(*batch, *space.shape)
+
+    def policy_action(self, action: torch.Tensor, scaled: bool = True) -> torch.Tensor:
+        """An action given in the env's layout (``(*batch, *action_space.shape)``) as this
+        actor samples it: the inverse of :meth:`env_action` (of :meth:`env_layout` with
+        ``scaled=False``). Used for env-defined actions, which the rollout stores like the
+        policy's own. A squashed Box action is mapped back from the bounds to [-1, 1]."""
+        space = self.action_space
+        if isinstance(space, spaces.Discrete | spaces.MultiDiscrete):
+            start = torch.as_tensor(np.asarray(space.start), device=action.device)
+            return (action - start).round().long()
+        batch = action.shape[: action.dim() - len(space.shape)]
+        flat = action.reshape(*batch, -1).float()
+        if isinstance(space, spaces.Box) and self.squash_output and scaled:
+            span = (self.action_high - self.action_low).clamp(min=1e-12)
+            flat = (2.0 * (flat - self.action_low) / span - 1.0).clamp(-1.0, 1.0)
+        return flat
 
 
 class ValueNetwork(nn.Module):

@@ -4,6 +4,11 @@ Each distribution is built from a head's raw output for a batch of observations;
 ``log_prob`` and ``entropy`` return one value per batch row. Action masks are boolean
 (True = legal): ``(B, n)`` for Discrete, ``(B, sum(nvec))`` for MultiDiscrete (one block
 per sub-action) and ``(B, n)`` for MultiBinary (a False bit is forced to 0).
+
+``sample(noise)`` turns noise drawn beforehand (:func:`draw_noise`, one row per batch
+row and one column per head output) into actions, so that each run's draws come from its
+own generator even when several runs' actors sample as one stack
+(:mod:`ippo_cli.stacked_acting`); without noise, actions come from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from torch.nn import functional as F
 _LOG_2PI = math.log(2 * math.pi)
 # Keeps atanh finite for squashed actions that sit exactly on the bounds.
 _SQUASH_EPS = 1e-6
+# Uniform noise is kept inside (0, 1) so that the Gumbel transform stays finite.
+_TINY = 1e-20
+_EPS_BELOW_ONE = 1e-7
 
 
 class Categorical:
@@ -27,9 +35,14 @@ class Categorical:
             logits = logits.masked_fill(~mask, -1e8)
         self.log_p = torch.log_softmax(logits, dim=-1)
 
-    def sample(self) -> torch.Tensor:
-        flat = self.log_p.reshape(-1, self.log_p.shape[-1]).exp()
-        return torch.multinomial(flat, 1).reshape(self.log_p.shape[:-1])
+    def sample(self, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            flat = self.log_p.reshape(-1, self.log_p.shape[-1]).exp()
+            return torch.multinomial(flat, 1).reshape(self.log_p.shape[:-1])
+        # Gumbel-max: argmax(log p + Gumbel noise) is a draw from p; an illegal action
+        # (log p = -1e8) never wins.
+        gumbel = -torch.log(-torch.log(noise.clamp(_TINY, 1.0 - _EPS_BELOW_ONE)))
+        return (self.log_p + gumbel).argmax(dim=-1)
 
     def mode(self) -> torch.Tensor:
         return self.log_p.argmax(dim=-1)
@@ -61,8 +74,9 @@ class MultiCategorical:
             for i, part in enumerate(logit_parts)
         ]
 
-    def sample(self) -> torch.Tensor:
-        return torch.stack([p.sample() for p in self.parts], dim=-1)
+    def sample(self, noise: torch.Tensor | None = None) -> torch.Tensor:
+        noises = [None] * len(self.parts) if noise is None else torch.split(noise, self.nvec, -1)
+        return torch.stack([p.sample(n) for p, n in zip(self.parts, noises, strict=True)], -1)
 
     def mode(self) -> torch.Tensor:
         return torch.stack([p.mode() for p in self.parts], dim=-1)
@@ -91,9 +105,10 @@ class Bernoulli:
     def _masked(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mask is None else torch.where(self.mask, x, torch.zeros_like(x))
 
-    def sample(self) -> torch.Tensor:
+    def sample(self, noise: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            bits = torch.bernoulli(torch.sigmoid(self.logits))
+            p = torch.sigmoid(self.logits)
+            bits = torch.bernoulli(p) if noise is None else (noise < p).to(p.dtype)
         return self._masked(bits)
 
     def mode(self) -> torch.Tensor:
@@ -135,8 +150,9 @@ class DiagGaussian:
     def _sum(self, x: torch.Tensor) -> torch.Tensor:
         return (x if self.columns is None else x * self.columns).sum(-1)
 
-    def sample(self) -> torch.Tensor:
-        u = self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+    def sample(self, noise: torch.Tensor | None = None) -> torch.Tensor:
+        noise = torch.randn_like(self.mean) if noise is None else noise
+        u = self.mean + self.log_std.exp() * noise
         return torch.tanh(u) if self.squash else u
 
     def mode(self) -> torch.Tensor:
@@ -161,6 +177,24 @@ class DiagGaussian:
 
 
 Distribution = Categorical | MultiCategorical | Bernoulli | DiagGaussian
+
+
+def normal_noise(space: spaces.Space) -> bool:
+    """Whether ``space``'s sampling noise is standard normal (Box) or uniform (the rest)."""
+    return isinstance(space, spaces.Box)
+
+
+def draw_noise(
+    space: spaces.Space,
+    rows: int,
+    width: int,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The noise :meth:`sample` turns into ``rows`` actions of a head with ``width``
+    outputs over ``space``, drawn from ``generator`` (torch's global RNG when None)."""
+    draw = torch.randn if normal_noise(space) else torch.rand
+    return draw(rows, width, generator=generator, device=device)
 
 
 def make_distribution(

@@ -98,6 +98,67 @@ def encoder_config_with_defaults(
     return cfg
 
 
+# The side of the last feature map that a CNN sized to its image aims at (see sized_cnn).
+SIZED_CNN_TARGET = 4
+
+
+def sized_cnn(image_shape: tuple[int, int, int], layers: int) -> dict[str, list[int]]:
+    """Kernels and strides for ``layers`` conv layers that bring an image of ``image_shape``
+    (C, H, W) down to a feature map about ``SIZED_CNN_TARGET`` wide.
+
+    Each layer's stride is the share of the remaining reduction that falls to it (the
+    ``layers - i``-th root), rounded up for all but the last layer, so that the first,
+    most expensive layer shrinks the image most, as in the reference's 8/4, 4/2 image
+    network; a share under 2 keeps stride 1, so small images keep their detail. Kernels
+    are twice the stride (3 at stride 1). 32x32 gets kernels [6, 4] and strides [3, 2]
+    (3x3 features), 84x84 [10, 6] and [5, 3] (4x4), 8x8 keeps [3, 3] and [1, 1] (4x4).
+    Sized by the smaller side; every layer fits the image.
+    """
+    side = min(image_shape[1:])
+    kernels, strides = [], []
+    for i in range(layers):
+        share = (side / SIZED_CNN_TARGET) ** (1 / (layers - i))
+        last = i == layers - 1
+        stride = math.ceil(share) if share >= 2 and not last else max(1, math.floor(share))
+        kernel = min(3 if stride == 1 else 2 * stride, side)
+        kernels.append(kernel)
+        strides.append(stride)
+        side = (side - kernel) // stride + 1
+    return {"kernel_size": kernels, "stride_size": strides}
+
+
+def sized_encoder_config(
+    layout: ObservationLayout, config: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``config`` with CNN kernels and strides sized to the images of ``layout``
+    (:func:`sized_cnn`) where it sets neither: the encoder of ``network=auto``.
+
+    A multi-input encoder's ``cnn_config`` is sized to its smallest image. Vector
+    observations, and CNNs given a kernel or a stride, are left as they are.
+    """
+    config = copy.deepcopy(dict(config or {}))
+    kind = encoder_kind(layout)
+    if kind == "vector":
+        return config
+    images = [p.image_shape for p in layout.parts if p.kind == "image"]
+    if kind == "multi_input":
+        if not images:
+            return config
+        cnn = dict(config.get("cnn_config") or {})
+        if "kernel_size" not in cnn and "stride_size" not in cnn:
+            layers = len(_channels(cnn, MULTI_INPUT_CNN_DEFAULTS))
+            smallest = min(images, key=lambda shape: min(shape[1:]))
+            config["cnn_config"] = {**cnn, **sized_cnn(smallest, layers)}
+        return config
+    if "kernel_size" not in config and "stride_size" not in config:
+        config.update(sized_cnn(images[0], len(_channels(config, CNN_ENCODER_DEFAULTS))))
+    return config
+
+
+def _channels(config: dict[str, Any], defaults: dict[str, Any]) -> list[int]:
+    return _int_list(config.get("channel_size", defaults["channel_size"]), "channel_size", None)
+
+
 def _complete(
     config: dict[str, Any] | None, defaults: dict[str, Any], where: str, what: str
 ) -> dict[str, Any]:

@@ -263,11 +263,13 @@ class NetworkStack:
         return y.view(k, -1, r, out).permute(2, 0, 1, 3).reshape(m, -1, out)
 
 
-def padded(parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``(..., w_g)`` tensors of one leading shape as one ``(G, ..., max w)``, zero
-    (False) beyond each one's width."""
+def padded(
+    parts: Sequence[torch.Tensor], dtype: torch.dtype | None = None, fill: float = 0.0
+) -> torch.Tensor:
+    """``(..., w_g)`` tensors of one leading shape as one ``(G, ..., max w)``, ``fill``
+    (zero, False) beyond each one's width."""
     shape = (len(parts), *parts[0].shape[:-1], max(p.shape[-1] for p in parts))
-    out = torch.zeros(shape, dtype=dtype or parts[0].dtype, device=parts[0].device)
+    out = torch.full(shape, fill, dtype=dtype or parts[0].dtype, device=parts[0].device)
     for g, part in enumerate(parts):
         out[g, ..., : part.shape[-1]] = part
     return out

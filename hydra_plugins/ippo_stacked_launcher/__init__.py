@@ -1,0 +1,1 @@
+"""ippo's `launcher=stacked` Hydra launcher (see ippo_cli.stacking)."""

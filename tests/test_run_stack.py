@@ -1,0 +1,219 @@
+"""Runs trained as the members of one stack (ippo_cli.run_stack, launcher=stacked): a
+member learns exactly what it learns alone, with its own hyperparameters, and a failing
+member stops alone."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from ippo_cli.run_stack import RunStack
+from ippo_cli.stacking import Job, plan_stacks
+from ippo_cli.trainer import Trainer
+from tests.conftest import probe_overrides, train_config
+from tests.probe_envs import _box, _ProbeEnv
+
+ONE_UPDATE = [
+    "algorithm.learn_step=64",
+    "algorithm.batch_size=16",
+    "algorithm.update_epochs=2",
+    "algorithm.total_steps=64",
+    "env.num_envs=4",
+    "eval_every=0",
+    "eval_episodes=1",
+    "checkpoint.every=0",
+]
+SPEAKER_LISTENER = ["env=speaker_listener", *ONE_UPDATE]
+PROBE = [*probe_overrides("ObsRewardEnv", n_agents=2, episode_len=3), *ONE_UPDATE]
+
+
+class NanObsEnv(_ProbeEnv):
+    """Observations of ones until env step ``nan_at`` of an episode, then NaN."""
+
+    def __init__(self, nan_at: int = 3) -> None:
+        super().__init__(("agent_0",), _box(2), spaces.Discrete(2), episode_len=50)
+        self.nan_at = nan_at
+
+    def _obs(self, agent: str) -> np.ndarray:
+        value = np.nan if self.t >= self.nan_at else 1.0
+        return np.full(2, value, np.float32)
+
+
+def _trainer(tmp_path, name: str, overrides: list[str]) -> Trainer:
+    (tmp_path / name).mkdir()  # Hydra makes a job's run directory
+    return Trainer(train_config(overrides), tmp_path / name)
+
+
+def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    agent = trainer.agent
+    out = {}
+    for kind, nets in (("actor", agent.actors), ("critic", agent.critics)):
+        for net_id, net in nets.items():
+            for name, p in net.state_dict().items():
+                out[f"{kind}/{net_id}/{name}"] = p.detach().clone()
+    return out
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("env", "device"),
+    [
+        (PROBE, "cpu"),
+        (SPEAKER_LISTENER, "cpu"),
+        pytest.param(SPEAKER_LISTENER, "cuda", marks=GPU),  # the same code fills a GPU
+    ],
+    ids=["probe", "speaker_listener", "speaker_listener-cuda"],
+)
+def test_a_member_of_a_stack_learns_what_it_learns_alone(tmp_path, env, device):
+    env = [*env, f"hardware.device={device}"]
+    seeds = [0, 1]
+    solo = []
+    for seed in seeds:
+        trainer = _trainer(tmp_path, f"solo{seed}", [*env, f"seed={seed}"])
+        trainer.run()
+        solo.append(trainer)
+    members = [_trainer(tmp_path, f"member{seed}", [*env, f"seed={seed}"]) for seed in seeds]
+    before = [_params(m) for m in members]
+    summaries = RunStack(members).run()
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    for member, alone, start in zip(members, solo, before, strict=True):
+        after = _params(member)
+        assert any(not torch.equal(after[k], start[k]) for k in after)  # it learned
+        _assert_close(after, _params(alone))
+        # The same rollout: the same logged metrics, timing apart.
+        rows = [_rows(t.run_dir) for t in (member, alone)]
+        assert rows[0] == rows[1]
+
+
+def _rows(run_dir) -> list[dict[str, Any]]:
+    timing = ("wall_time", "steps_per_second")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in timing} for line in lines]
+
+
+def test_members_learning_rates_really_differ(tmp_path):
+    still = _trainer(tmp_path, "still", [*PROBE, "algorithm.lr=1e-12"])
+    moving = _trainer(tmp_path, "moving", [*PROBE, "algorithm.lr=1e-3"])
+    before = [_params(m) for m in (still, moving)]
+    RunStack([still, moving]).run()
+    moved = [
+        max((after[k] - start[k]).abs().max().item() for k in start)
+        for after, start in zip([_params(still), _params(moving)], before, strict=True)
+    ]
+    assert moved[0] < 1e-8 < 1e-4 < moved[1]
+
+
+def test_a_member_stopping_early_for_kl_does_not_hold_the_others_back(tmp_path):
+    # A tiny target_kl: a member stops at its first minibatch whose KL is above zero; its
+    # partner without a limit takes every minibatch step.
+    tight = _trainer(tmp_path, "tight", [*PROBE, "algorithm.target_kl=1e-9"])
+    free = _trainer(tmp_path, "free", PROBE)
+    RunStack([tight, free]).run()
+    updates = [t.agent.last_metrics["agent"]["updates"] for t in (tight, free)]
+    assert updates[0] < updates[1] == 2 * (64 // 16)
+
+
+def test_a_failing_member_stops_alone_and_the_others_train_on(tmp_path):
+    nan_env = [
+        "env=pettingzoo",
+        f"env.factory={__name__}.NanObsEnv",
+        "env.name=nan",
+        "+env.kwargs.nan_at=3",
+        *ONE_UPDATE,
+        "algorithm.total_steps=128",
+    ]
+    good_env = [*probe_overrides("ObsRewardEnv", n_agents=1, episode_len=3), *ONE_UPDATE]
+    good = _trainer(tmp_path, "good", [*good_env, "algorithm.total_steps=128"])
+    bad = _trainer(tmp_path, "bad", nan_env)
+    summaries = RunStack([bad, good]).run()
+    assert summaries[0]["status"] == "failed"
+    assert "non-finite observation" in summaries[0]["error"]
+    assert "\n" not in summaries[0]["error"]
+    assert summaries[1]["status"] == "completed"
+    assert summaries[1]["env_steps"] == 128
+    assert (tmp_path / "good" / "checkpoints" / "last.pt").exists()
+    log = (tmp_path / "bad" / "train.log").read_text()
+    assert "member failed: non-finite observation" in log
+    assert "member failed" not in (tmp_path / "good" / "train.log").read_text()
+
+
+def _job(num: int, overrides: list[str], tmp_path) -> Job:
+    return Job(num, overrides, train_config(overrides), tmp_path / str(num))
+
+
+def test_jobs_are_grouped_by_what_they_share_and_capped_by_max_members(tmp_path):
+    jobs = [
+        _job(i, [*PROBE, f"seed={i}", f"algorithm.lr={lr}"], tmp_path)
+        for i, lr in enumerate([1e-3, 3e-4, 1e-3])
+    ]
+    jobs.append(_job(3, [*PROBE, "algorithm.batch_size=32"], tmp_path))
+    jobs.append(_job(4, [*PROBE, "resume=somewhere.pt"], tmp_path))
+    stacks, notes = plan_stacks(jobs, max_members=2)
+    assert [[job.num for job in stack] for stack in stacks] == [[0, 1], [2], [3], [4]]
+    assert any("jobs 0, 1, 2 train as one stack, split in 2 stacks" in n for n in notes)
+    assert any("differs" in n and "algorithm.batch_size" in n for n in notes)
+    assert any(n.startswith("job 4 runs alone: resume=") for n in notes)
+
+
+def _api_agent(**kwargs):
+    from ippo_cli import IPPO
+
+    torch.manual_seed(1)
+    obs, act = spaces.Box(-5, 5, (4,)), spaces.Discrete(3)
+    return IPPO([obs, obs], [act, act], ["a_0", "a_1"], batch_size=16, **kwargs)
+
+
+def _experiences(agent, seed: int, steps: int = 32, envs: int = 2):
+    rng = np.random.default_rng(seed)
+    ids = agent.agent_ids
+
+    def per_step(draw):
+        return {a: [draw() for _ in range(steps)] for a in ids}
+
+    return (
+        per_step(lambda: rng.normal(size=(envs, 4)).astype(np.float32)),
+        per_step(lambda: rng.integers(0, 3, size=envs)),
+        per_step(lambda: np.full(envs, -np.log(3.0))),
+        per_step(lambda: rng.normal(size=envs)),
+        per_step(lambda: (rng.random(envs) < 0.1).astype(np.float64)),
+        per_step(lambda: rng.normal(size=envs)),
+        {a: rng.normal(size=(envs, 4)).astype(np.float32) for a in ids},
+        {a: np.zeros(envs) for a in ids},
+    )
+
+
+def test_learn_together_leaves_each_agent_as_its_own_learn_does():
+    from ippo_cli import learn_together
+
+    settings = [{"lr": 1e-2}, {"lr": 3e-3, "target_kl": 2e-3, "ent_coef": 0.05}]
+    alone = [_api_agent(**s) for s in settings]
+    together = [_api_agent(**s) for s in settings]
+    data = [_experiences(a, seed) for seed, a in enumerate(alone)]
+    torch.manual_seed(7)  # the shuffles: each agent's drawn in turn, as learn() draws them
+    expected = [agent.learn(d) for agent, d in zip(alone, data, strict=True)]
+    torch.manual_seed(7)
+    got = learn_together(together, data)
+    for solo, member, want, have in zip(alone, together, expected, got, strict=True):
+        assert have.keys() == want.keys()
+        for key in want:
+            assert have[key] == pytest.approx(want[key], rel=1e-4)
+        assert solo.last_metrics["a"]["updates"] == member.last_metrics["a"]["updates"]
+        for name, p in solo.actors["a"].state_dict().items():
+            torch.testing.assert_close(
+                member.actors["a"].state_dict()[name], p, rtol=1e-5, atol=1e-6
+            )
+    # The KL limit stopped the second agent early; the first took every step.
+    assert together[1].last_metrics["a"]["updates"] < together[0].last_metrics["a"]["updates"]
