@@ -34,6 +34,7 @@ bench: install
 # mutation testing of the learning core (an hour or more; not in CI): see tests/mutation.py
 mutation: install
 	$(BIN)/pip install --disable-pip-version-check -q mutmut==3.8.1
+	rm -rf mutants  # mutmut keeps results across runs but cannot see config or data changes
 	$(BIN)/python -m tests.mutation
 
 clean:
