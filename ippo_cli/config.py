@@ -149,9 +149,9 @@ class EvolutionConfig:
     act_mut: float = 0.0
     rl_hp_mut: float = 0.2
     mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
-    # Members whose rollouts agree in length train as one stack in this process
-    # (ippo_cli.stacked_update); false: one after another.
-    stacked: bool = True
+    # true: members whose rollouts agree in length train as one stack in this process
+    # (ippo_cli.stacked_update); false: one after another (faster today, see README).
+    stacked: bool = False
     parallel: bool = False  # gone (a warning says so): stacking replaced member processes
     hp_config: dict[str, Any] = field(default_factory=_default_ranges)
 

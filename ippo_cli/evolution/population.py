@@ -42,8 +42,8 @@ from ippo_cli.trainer import (
 log = logging.getLogger("ippo")
 
 PARALLEL_GONE = (
-    "hpo.parallel is gone and ignored: the population trains as one stack in this process "
-    "(hpo.stacked=true), faster than one process per member; remove hpo.parallel"
+    "hpo.parallel is gone and ignored: the population trains in this process, as one stack "
+    "(hpo.stacked=true) or member by member (the default); remove hpo.parallel"
 )
 RECENT_FITNESS = 10  # evaluations per member that hpo.target_score is compared with
 
