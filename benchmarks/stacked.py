@@ -161,8 +161,11 @@ def evolution(runs: Path, steps: int) -> dict:
     return out
 
 
-def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16)) -> dict:
+def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16), algorithm: str = "") -> dict:
+    """``algorithm``: an algorithm option (e.g. ``ippo``, the reference's defaults) instead
+    of speaker_listener's tuned one."""
     out = []
+    extra = [f"algorithm={algorithm}"] if algorithm else []
     for n in counts:
         seeds_ = ",".join(map(str, range(n)))
         run = ippo(
@@ -171,6 +174,7 @@ def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16)) -> dict:
                 "-m",
                 "launcher=stacked",
                 "env=speaker_listener",
+                *extra,
                 f"seed={seeds_}",
                 f"algorithm.total_steps={steps}",
                 "eval_every=0",
@@ -188,7 +192,7 @@ def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16)) -> dict:
             train_wall_time_s=round(train_wall, 1),
         )
         out.append(run)
-    return {"steps_per_member": steps, "runs": out}
+    return {"steps_per_member": steps, "algorithm": algorithm or "speaker_listener", "runs": out}
 
 
 def plot(scale: dict, out: Path) -> None:
@@ -218,6 +222,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short budgets (minutes)")
     parser.add_argument("--only", default="seeds,sweep,evolution,scaling")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/stacked"))
+    parser.add_argument(
+        "--algorithm", default="", help="scaling with this algorithm option (e.g. ippo)"
+    )
     args = parser.parse_args()
     chosen = args.only.split(",")
     budget = {
@@ -230,8 +237,10 @@ def main() -> None:
     result = json.loads(path.read_text()) if path.exists() else {}
     for name in chosen:
         print(f"stacked: {name}", flush=True)
-        part = globals()[name](args.runs_dir / name, budget[name])
-        result[name] = {**part, "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
+        kwargs = {"algorithm": args.algorithm} if name == "scaling" and args.algorithm else {}
+        key = f"scaling_{args.algorithm}" if kwargs else name
+        part = globals()[name](args.runs_dir / key, budget[name], **kwargs)
+        result[key] = {**part, "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
