@@ -93,13 +93,13 @@ class RunStack:
                 return live, None
             views = {}
             for k in live:
-                ok, views[k] = self._guard(
+                _, views[k] = self._guard(
                     k, self.members[k].observe, t, self.obs[k], self.infos[k]
                 )
             live = [k for k in live if k not in self.errors]
             if not live:
                 return live, None
-            if len(sampler.agents) != len(live):
+            if len(sampler.agents) != len(live):  # a member failed: sample for the rest
                 sampler = self._sampler(live)
             sampled = sampler.sample(
                 [views[k][0] for k in live],
@@ -111,8 +111,6 @@ class RunStack:
             live = [k for k in live if k not in self.errors]
             if not live:
                 return live, None
-            if len(sampler.agents) != len(live):
-                sampler = self._sampler(live)
         for k in live:
             self._guard(k, self.members[k].finish_rollout, self.obs[k])
         live = [k for k in live if k not in self.errors]

@@ -179,11 +179,6 @@ class DiagGaussian:
 Distribution = Categorical | MultiCategorical | Bernoulli | DiagGaussian
 
 
-def normal_noise(space: spaces.Space) -> bool:
-    """Whether ``space``'s sampling noise is standard normal (Box) or uniform (the rest)."""
-    return isinstance(space, spaces.Box)
-
-
 def draw_noise(
     space: spaces.Space,
     rows: int,
@@ -192,8 +187,9 @@ def draw_noise(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The noise :meth:`sample` turns into ``rows`` actions of a head with ``width``
-    outputs over ``space``, drawn from ``generator`` (torch's global RNG when None)."""
-    draw = torch.randn if normal_noise(space) else torch.rand
+    outputs over ``space``, drawn from ``generator`` (torch's global RNG when None):
+    standard normal for a Box (a Gaussian's noise), uniform for the rest."""
+    draw = torch.randn if isinstance(space, spaces.Box) else torch.rand
     return draw(rows, width, generator=generator, device=device)
 
 
