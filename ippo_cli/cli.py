@@ -29,6 +29,7 @@ from ippo_cli.config import ConfigError, register_configs, validate_train
 from ippo_cli.files import write_json
 from ippo_cli.launchers import missing_plugin, share_cores
 from ippo_cli.paths import CONF_DIR
+from ippo_cli.run_control import first_line
 
 log = logging.getLogger("ippo")
 
@@ -56,6 +57,7 @@ INFO_FLAGS = {
     "--version",
 }
 MAX_PREFLIGHT_COMBINATIONS = 256
+_NO_DETAIL = "invalid configuration"  # an error whose message is blank
 # Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
 OPEN_KEYS = (
     "env.kwargs.",
@@ -253,7 +255,7 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
-        raise UserError(_first_line(str(exc))) from None
+        raise UserError(_reason(exc)) from None
     choices = []
     for o in parsed:
         if o.key_or_group.startswith("hydra"):
@@ -285,7 +287,7 @@ def check_search_space(overrides: list[str], base: list[str]) -> None:
         try:
             parsed = parser.parse_override(f"{key}={spec}")
         except HydraException as exc:
-            raise UserError(f"search space '{key}: {spec}': {_first_line(str(exc))}") from None
+            raise UserError(f"search space '{key}: {spec}': {_reason(exc)}") from None
         if parsed.is_interval_sweep():
             sweep = parsed.value()
             values = [sweep.start, sweep.end]
@@ -351,14 +353,13 @@ def describe_config_error(exc: BaseException) -> str:
         if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
             if "Missing mandatory value" in str(err):
                 return f"'{err.full_key}' must be set (e.g. {err.full_key}=...)"
-            msg = _first_line(getattr(err, "msg", None) or str(err))
+            msg = first_line(getattr(err, "msg", None) or str(err), _NO_DETAIL)
             return f"bad value for '{err.full_key}': {msg}"
-    return _first_line(str(exc))
+    return _reason(exc)
 
 
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "invalid configuration"
+def _reason(exc: BaseException) -> str:
+    return first_line(str(exc), _NO_DETAIL)
 
 
 def check_launch(cfg: DictConfig, multirun: bool) -> None:
@@ -423,7 +424,7 @@ def _check_train(cfg: DictConfig, multirun: bool = False) -> None:
         spaces = ([env.observation_space(a) for a in agents], [env.action_space(a) for a in agents])
         build_agent(cfg, *spaces, agents, "cpu")  # network and space errors, before any run
     except (ValueError, TypeError, NotImplementedError) as exc:
-        raise UserError(_first_line(str(exc))) from None
+        raise UserError(_reason(exc)) from None
     finally:
         env.close()
 
@@ -447,7 +448,7 @@ def _train_app(cfg: DictConfig) -> float | None:
     except Exception as exc:
         if not multirun:
             raise
-        return _sweep_job_failed(run_dir, _first_line(str(exc)))
+        return _sweep_job_failed(run_dir, _reason(exc))
     if multirun:
         decided = share_cores(cfg, hydra_cfg.launcher)
         if decided:
@@ -470,14 +471,14 @@ def _train_app(cfg: DictConfig) -> float | None:
         # one line, and checkpoints/last.pt holds the last completed update.
         log.info("training failed", exc_info=True)  # the log file keeps the traceback
         if multirun:
-            return _sweep_job_failed(run_dir, _first_line(str(exc)))
-        _fail(f"{_first_line(str(exc))} (run directory: {run_dir})", status=1)
+            return _sweep_job_failed(run_dir, _reason(exc))
+        _fail(f"{_reason(exc)} (run directory: {run_dir})", status=1)
     except Exception as exc:
         if not multirun:
             raise
         # In a sweep, any failure of one job is recorded and the sweep goes on.
         log.info("training failed", exc_info=True)
-        return _sweep_job_failed(run_dir, f"{type(exc).__name__}: {_first_line(str(exc))}")
+        return _sweep_job_failed(run_dir, f"{type(exc).__name__}: {_reason(exc)}")
     except SystemExit as exc:
         if not multirun or exc.code in (0, None):
             raise

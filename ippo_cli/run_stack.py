@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ippo_cli.run_control import ProgressBar, StopRequest, first_line
 from ippo_cli.stacked_acting import StackedSampler
 from ippo_cli.stacked_update import update_agents
-from ippo_cli.trainer import Trainer, _progress_bar, _StopRequest
+from ippo_cli.trainer import Trainer
 
 log = logging.getLogger("ippo")
 
@@ -46,7 +47,7 @@ class RunStack:
         self.infos: dict[int, Any] = {}
 
     def run(self) -> list[dict[str, Any]]:
-        stop = _StopRequest()
+        stop = StopRequest()
         live: list[int] = []
         try:
             with self.logs:
@@ -55,7 +56,7 @@ class RunStack:
                 log.info("training as one of a stack of %d members", len(self.members))
                 live = [k for k in range(len(self.members)) if self._guard(k, self._begin, k)[0]]
                 first = self.members[0]
-                with _progress_bar(bool(first.cfg.progress), first.total_steps) as bar:
+                with ProgressBar(bool(first.cfg.progress), first.total_steps) as bar:
                     while live and not self.members[live[0]].done and not stop.requested:
                         live, row = self._update(live, stop)
                         if row is not None and live:
@@ -83,7 +84,7 @@ class RunStack:
         # The actors as they are: they do not change during a rollout.
         return StackedSampler([self.members[k].agent for k in live])
 
-    def _update(self, live: list[int], stop: _StopRequest) -> tuple[list[int], dict | None]:
+    def _update(self, live: list[int], stop: StopRequest) -> tuple[list[int], dict | None]:
         """One rollout of every live member, then one stacked update; returns the members
         still live and the first one's logged row (None when stopped mid-rollout)."""
         t0 = time.perf_counter()
@@ -118,7 +119,7 @@ class RunStack:
             return live, None
         t1 = time.perf_counter()
         members = [self.members[k] for k in live]
-        with members[0]._learn_threads():
+        with members[0].learning_threads():
             metrics = update_agents(
                 [m.agent for m in members],
                 [m.rollouts for m in members],
@@ -139,7 +140,7 @@ class RunStack:
             with self.logs.member(k):
                 return True, step(*args)
         except Exception as exc:
-            reason = first_line(exc)
+            reason = first_line(str(exc), type(exc).__name__)
             self.errors[k] = reason
             with self.logs.member(k):
                 log.error("member failed: %s", reason, exc_info=True)
@@ -158,11 +159,6 @@ class RunStack:
         else:
             summary["status"] = "interrupted" if summary["interrupted"] else "completed"
         return summary
-
-
-def first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 class _MemberLogs:

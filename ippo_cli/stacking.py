@@ -132,7 +132,8 @@ def member_config(cfg: DictConfig, members: int) -> DictConfig:
 def run_stack(jobs: list[Job], notes: list[str] = ()) -> list[dict[str, Any]]:
     """Train ``jobs`` as one stack; returns each job's summary (with its status). A job
     whose trainer cannot be built (its env raises, ...) is recorded as failed."""
-    from ippo_cli.run_stack import RunStack, first_line
+    from ippo_cli.run_control import first_line
+    from ippo_cli.run_stack import RunStack
     from ippo_cli.sweep import metrics_summary
     from ippo_cli.trainer import Trainer
 
@@ -146,7 +147,7 @@ def run_stack(jobs: list[Job], notes: list[str] = ()) -> list[dict[str, Any]]:
                 **metrics_summary(job.run_dir),
                 "interrupted": False,
                 "status": "failed",
-                "error": first_line(exc),
+                "error": first_line(str(exc), type(exc).__name__),
             }
     if trainers:
         stack = RunStack(list(trainers.values()), notes)

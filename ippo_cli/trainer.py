@@ -7,9 +7,7 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.networks.encoders import sized_encoder_config
+from ippo_cli.run_control import ProgressBar, StopRequest
 from ippo_cli.spaces import observation_layout
 from ippo_cli.stacked_acting import StackedSampler
 
@@ -368,10 +367,10 @@ class Trainer:
         (:meth:`begin`, :meth:`observe`, :meth:`act`, :meth:`finish_rollout`,
         :meth:`after_update`, :meth:`final_evaluation`, :meth:`finish`) for all its
         members at once."""
-        stop = _StopRequest()
+        stop = StopRequest()
         try:
             obs, infos = self.begin()
-            with _progress_bar(self.cfg.progress and self.dist.main, self.total_steps) as bar:
+            with ProgressBar(self.cfg.progress and self.dist.main, self.total_steps) as bar:
                 while not self.done:
                     t0 = time.perf_counter()
                     # Ranks decide to stop together, between rollouts, so none is left
@@ -501,7 +500,7 @@ class Trainer:
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""
         cpu, wall = time.process_time(), time.perf_counter()
-        with self._learn_threads() as threads:
+        with self.learning_threads() as threads:
             metrics = self.agent.update(self.rollouts, generator=self.generator)
         if self._warmed_up:
             self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
@@ -509,7 +508,7 @@ class Trainer:
         return metrics
 
     @contextmanager
-    def _learn_threads(self) -> Iterator[int]:
+    def learning_threads(self) -> Iterator[int]:
         """``hardware.learn_threads`` torch threads (yielded) for work done while the envs
         wait (scoring a rollout, learning from it): their cores are free for matrix
         products."""
@@ -660,7 +659,7 @@ class Trainer:
         """Copy the rollout's per-step outcomes into each group's storage, score it
         (behaviour log-probs and values) and count its env steps."""
         agent = self.agent
-        with self._learn_threads():  # forward passes over the whole rollout
+        with self.learning_threads():  # forward passes over the whole rollout
             for net_id, agents in agent.members.items():
                 roll, cols = self.rollouts[net_id], self._columns[net_id]
                 for field in ("rewards", "ends", "bootstrap", "valid", "chosen"):
@@ -870,74 +869,3 @@ def _columns(indices: list[int]) -> slice | np.ndarray:
     if indices == list(range(indices[0], indices[-1] + 1)):
         return slice(indices[0], indices[-1] + 1)
     return np.asarray(indices)
-
-
-class _StopRequest:
-    """Ctrl-C and SIGTERM ask the loop to stop at the next vector step.
-
-    The handler only sets a flag: an exception raised at an arbitrary point could land in
-    a finalizer (where Python drops it) or leave the rollout half-written. A second
-    signal restores the default behaviour, so a stuck run can still be killed.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            self.restore()
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _progress_bar:
-    """A rich progress bar (steps, steps/s, latest return, ETA), or nothing."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled
-        self.total = total
-        self.latest: float | None = None
-
-    def __enter__(self) -> _progress_bar:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]:>6.0f} steps/s"),
-                TextColumn("return {task.fields[ret]}"),
-                TimeRemainingColumn(),
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("train", total=self.total, sps=0.0, ret="-")
-        return self
-
-    def update(self, steps: int, row: dict[str, Any]) -> None:
-        if row.get("return") is not None:
-            self.latest = row["return"]
-        if self.enabled:
-            ret = "-" if self.latest is None else f"{self.latest:.2f}"
-            self.bar.update(
-                self.task, completed=min(steps, self.total), sps=row["steps_per_second"], ret=ret
-            )
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)

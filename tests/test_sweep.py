@@ -300,7 +300,7 @@ def test_a_runs_cores_set_its_env_workers_and_learning_threads(tmp_path, cores):
     trainer = Trainer(train_config(FAST + overrides), tmp_path)
     try:
         assert trainer.env.num_workers == cores
-        with trainer._learn_threads() as threads:
+        with trainer.learning_threads() as threads:
             assert threads == cores
     finally:
         trainer.close()

@@ -107,7 +107,7 @@ class MemberTrainer:
             t0 = time.perf_counter()
             if not collect_together(trainers, obs, infos, stop):
                 return None
-            with trainers[0]._learn_threads():
+            with trainers[0].learning_threads():
                 metrics = update_agents(
                     agents, [t.rollouts for t in trainers], [t.generator for t in trainers]
                 )

@@ -31,8 +31,8 @@ from ippo_cli.evolution.settings import hp_config_of, mutations_of, tournament_o
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
 from ippo_cli.loggers import RunLogger
+from ippo_cli.run_control import StopRequest
 from ippo_cli.trainer import (
-    _StopRequest,
     build_agent,
     compile_mode_of,
     resolve_device,
@@ -119,7 +119,7 @@ class PopulationTrainer:
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
         cfg, hpo = self.cfg, self.cfg.hpo
-        stop = _StopRequest()
+        stop = StopRequest()
         start = time.perf_counter()
         wall_before = 0.0
         try:
@@ -184,7 +184,7 @@ class PopulationTrainer:
             self.logger.close()
 
     # ------------------------------------------------------------ evolution
-    def _train_generation(self, stop: _StopRequest) -> list[Turn] | None:
+    def _train_generation(self, stop: StopRequest) -> list[Turn] | None:
         """Every member's turn; None when a stop was requested (the generation is
         dropped: last.pt holds the population before it)."""
         generation = self.state.generation + 1
