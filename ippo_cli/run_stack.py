@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ class RunStack:
         self.logs = _MemberLogs([m.run_dir / "train.log" for m in members])
         self.notes = list(notes)
         self.errors: dict[int, str] = {}
-        self.obs: dict[int, Any] = {}
-        self.infos: dict[int, Any] = {}
+        self.obs: list[Any] = [None] * len(members)
+        self.infos: list[Any] = [None] * len(members)
 
     def run(self) -> list[dict[str, Any]]:
         stop = StopRequest()
@@ -77,46 +77,14 @@ class RunStack:
     def _begin(self, k: int) -> None:
         self.obs[k], self.infos[k] = self.members[k].begin()
 
-    def _act(self, k: int, t: int, actions: dict[str, Any]) -> None:
-        self.obs[k], self.infos[k] = self.members[k].act(t, actions, self.infos[k])
-
-    def _sampler(self, live: list[int]) -> StackedSampler:
-        # The actors as they are: they do not change during a rollout.
-        return StackedSampler([self.members[k].agent for k in live])
-
     def _update(self, live: list[int], stop: StopRequest) -> tuple[list[int], dict | None]:
         """One rollout of every live member, then one stacked update; returns the members
         still live and the first one's logged row (None when stopped mid-rollout)."""
         t0 = time.perf_counter()
-        sampler = self._sampler(live)
-        for t in range(self.members[live[0]].num_steps):
-            if stop.requested:
-                return live, None
-            views = {}
-            for k in live:
-                _, views[k] = self._guard(
-                    k, self.members[k].observe, t, self.obs[k], self.infos[k]
-                )
-            live = [k for k in live if k not in self.errors]
-            if not live:
-                return live, None
-            if len(sampler.agents) != len(live):  # a member failed: sample for the rest
-                sampler = self._sampler(live)
-            sampled = sampler.sample(
-                [views[k][0] for k in live],
-                [views[k][1] for k in live],
-                [self.members[k].generator for k in live],
-            )
-            for k, actions in zip(live, sampled, strict=True):
-                self._guard(k, self._act, k, t, actions)
-            live = [k for k in live if k not in self.errors]
-            if not live:
-                return live, None
-        for k in live:
-            self._guard(k, self.members[k].finish_rollout, self.obs[k])
-        live = [k for k in live if k not in self.errors]
-        if not live:
-            return live, None
+        done = collect_together(self.members, self.obs, self.infos, stop, self._guard, live)
+        if not done:
+            return [k for k in live if k not in self.errors], None
+        live = done
         t1 = time.perf_counter()
         members = [self.members[k] for k in live]
         with members[0].learning_threads():
@@ -221,21 +189,51 @@ class _Dispatch(logging.Handler):
             handler.handle(record)
 
 
+# Runs one member's step: whether it ran, and its result (see RunStack._guard).
+Guard = Callable[..., tuple[bool, Any]]
+
+
 def collect_together(
-    trainers: Sequence[Trainer], obs: list[Any], infos: list[Any], stop: Any = None
-) -> bool:
-    """One rollout of each of ``trainers`` (rollouts of one length), their actors acting
-    as one stack; ``obs`` and ``infos`` (one entry per trainer) are updated in place.
-    Returns False when ``stop`` was requested mid-rollout (the rollout is abandoned)."""
-    sampler = StackedSampler([t.agent for t in trainers])
-    generators = [t.generator for t in trainers]
+    trainers: Sequence[Trainer],
+    obs: MutableSequence[Any],
+    infos: MutableSequence[Any],
+    stop: Any = None,
+    guard: Guard | None = None,
+    live: list[int] | None = None,
+) -> list[int] | None:
+    """One rollout of the ``live`` trainers (default: all; rollouts of one length), their
+    actors acting as one stack; ``obs`` and ``infos`` (one entry per trainer) are updated
+    in place. ``guard(k, step, *args)`` runs each of trainer ``k``'s steps and returns
+    whether it ran and its result: a trainer whose step failed leaves the rollout, the
+    others go on (without one, a failure propagates). Returns the trainers that finished
+    the rollout, or None when ``stop`` was requested mid-rollout (it is abandoned)."""
+    guard = guard or _unguarded
+    live = list(range(len(trainers))) if live is None else live
+    sampler = None
+
+    def act(k: int, step: int, actions: dict[str, Any]) -> None:
+        obs[k], infos[k] = trainers[k].act(step, actions, infos[k])
+
     for step in range(trainers[0].num_steps):
         if stop is not None and stop.requested:
-            return False
-        views = [t.observe(step, obs[k], infos[k]) for k, t in enumerate(trainers)]
-        sampled = sampler.sample([v[0] for v in views], [v[1] for v in views], generators)
-        for k, (t, actions) in enumerate(zip(trainers, sampled, strict=True)):
-            obs[k], infos[k] = t.act(step, actions, infos[k])
-    for k, t in enumerate(trainers):
-        t.finish_rollout(obs[k])
-    return True
+            return None
+        views = {k: guard(k, trainers[k].observe, step, obs[k], infos[k]) for k in live}
+        live = [k for k in live if views[k][0]]
+        if not live:
+            return live
+        if sampler is None or len(sampler.agents) != len(live):  # first step, or one failed
+            sampler = StackedSampler([trainers[k].agent for k in live])
+        sampled = sampler.sample(
+            [views[k][1][0] for k in live],
+            [views[k][1][1] for k in live],
+            [trainers[k].generator for k in live],
+        )
+        ran = [guard(k, act, k, step, a)[0] for k, a in zip(live, sampled, strict=True)]
+        live = [k for k, ok in zip(live, ran, strict=True) if ok]
+        if not live:
+            return live
+    return [k for k in live if guard(k, trainers[k].finish_rollout, obs[k])[0]]
+
+
+def _unguarded(k: int, step: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    return True, step(*args)

@@ -105,7 +105,7 @@ class MemberTrainer:
         start = time.perf_counter()
         while trainers[0].progress.env_steps - firsts[0] < steps:
             t0 = time.perf_counter()
-            if not collect_together(trainers, obs, infos, stop):
+            if collect_together(trainers, obs, infos, stop) is None:
                 return None
             with trainers[0].learning_threads():
                 metrics = update_agents(
