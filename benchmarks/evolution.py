@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchmarks.speaker_listener import eval_curve, run_reference
 from ippo_cli.files import write_json
+from ippo_cli.plots import figure, label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FINAL_EPISODES = 20
@@ -72,27 +73,20 @@ def evaluate(ckpt: Path, seed: int) -> float:
 
 
 def plot(result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     labels = {
         "single": "single run, defaults (eval, 20 episodes)",
         "evolution": "evolution, population 4 (best fitness, 10 episodes)",
     }
-    for name, run in result["runs"].items():
-        steps, returns = zip(*run["curve"], strict=True)
-        ax.plot(steps, returns, marker=".", label=labels[name])
-    ax.set_xlabel("env steps (summed over the population)")
-    ax.set_ylabel("eval return (sum over agents)")
-    ax.set_title("speaker_listener: evolution vs a single run at equal env steps")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    with figure(out) as ax:
+        for name, run in result["runs"].items():
+            steps, returns = zip(*run["curve"], strict=True)
+            ax.plot(steps, returns, marker=".", label=labels[name])
+        label(
+            ax,
+            "env steps (summed over the population)",
+            "eval return (sum over agents)",
+            "speaker_listener: evolution vs a single run at equal env steps",
+        )
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ippo_cli.files import write_json
+from ippo_cli.plots import figure, label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_EVERY = 50_000
@@ -87,30 +88,25 @@ def summarise(run_dir: Path) -> dict:
 
 
 def plot(result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(result["configs"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), dpi=100, squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        for seed, run in result["configs"][name].items():
-            steps, returns = zip(*run["curve"], strict=True)
-            ax.plot(np.array(steps) / 1e6, returns, lw=1.2, label=f"seed {seed}")
-        if name.startswith("speaker_listener"):
-            for label, value in SPEAKER_LISTENER_SCALE.items():
-                ax.axhline(value, color="k", ls=":", lw=1)
-                ax.text(0, value + 0.5, label, fontsize=8)
-            ax.axhline(-20, color="g", ls="--", lw=1, label="-20")
-        ax.set_title(f"env={name}", fontsize=10)
-        ax.set_xlabel("env steps (millions)")
-        ax.set_ylabel("deterministic eval return (sum over agents)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    with figure(out, size=(5.5 * len(names), 4), columns=len(names)) as axes:
+        for ax, name in zip(axes, names, strict=True):
+            for seed, run in result["configs"][name].items():
+                steps, returns = zip(*run["curve"], strict=True)
+                ax.plot(np.array(steps) / 1e6, returns, lw=1.2, label=f"seed {seed}")
+            if name.startswith("speaker_listener"):
+                for text, value in SPEAKER_LISTENER_SCALE.items():
+                    ax.axhline(value, color="k", ls=":", lw=1)
+                    ax.text(0, value + 0.5, text, fontsize=8)
+                ax.axhline(-20, color="g", ls="--", lw=1, label="-20")
+            label(
+                ax,
+                "env steps (millions)",
+                "deterministic eval return (sum over agents)",
+                legend=False,
+            )
+            ax.set_title(f"env={name}", fontsize=10)
+            ax.legend(fontsize=8)
 
 
 def table(result: dict) -> str:

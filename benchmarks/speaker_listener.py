@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ippo_cli.files import write_json
+from ippo_cli.plots import figure, label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = -33.0  # every seed at or above this by the end (issue 2)
@@ -100,25 +101,19 @@ def random_policy_return(episodes: int = 200) -> dict:
 
 
 def plot(result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for seed, run in result["seeds"].items():
-        steps, returns = zip(*run["curve"], strict=True)
-        ax.plot(steps, returns, marker=".", label=f"seed {seed}")
-    ax.axhline(TARGET, color="k", ls="--", lw=1, label=f"target {TARGET}")
-    ax.axhline(result["random_policy"]["mean"], color="r", ls=":", lw=1, label="random policy")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("eval return (sum over agents)")
-    ax.set_title("speaker_listener, defaults, deterministic evaluation")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    with figure(out) as ax:
+        for seed, run in result["seeds"].items():
+            steps, returns = zip(*run["curve"], strict=True)
+            ax.plot(steps, returns, marker=".", label=f"seed {seed}")
+        ax.axhline(TARGET, color="k", ls="--", lw=1, label=f"target {TARGET}")
+        random_return = result["random_policy"]["mean"]
+        ax.axhline(random_return, color="r", ls=":", lw=1, label="random policy")
+        label(
+            ax,
+            "env steps",
+            "eval return (sum over agents)",
+            "speaker_listener, defaults, deterministic evaluation",
+        )
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ippo_cli.files import write_json
+from ippo_cli.plots import figure, label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUIET = ["logger=none", "progress=false"]
@@ -196,25 +197,19 @@ def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16), algorithm: str = ""
 
 
 def plot(scale: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     members = [r["members"] for r in scale["runs"]]
     rate = [r["env_steps_per_s"] for r in scale["runs"]]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    ax.plot(members, rate, marker="o", label="one stack")
-    ax.plot(members, [rate[0]] * len(members), ls="--", color="gray", label="one run at a time")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("members in the stack")
-    ax.set_ylabel("env steps/s, summed over members")
-    ax.set_title("speaker_listener, launcher=stacked")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    with figure(out, size=(6, 4)) as ax:
+        ax.plot(members, rate, marker="o", label="one stack")
+        one = [rate[0]] * len(members)
+        ax.plot(members, one, ls="--", color="gray", label="one run at a time")
+        ax.set_xscale("log", base=2)
+        label(
+            ax,
+            "members in the stack",
+            "env steps/s, summed over members",
+            "speaker_listener, launcher=stacked",
+        )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ippo_cli.files import finite, strict_json
+from ippo_cli.plots import figure, label
 
 log = logging.getLogger("ippo")
 
@@ -109,33 +110,30 @@ def _start_wandb(run_dir: Path, cfg: Any, config: dict[str, Any], run_id: str | 
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Rows of a metrics.jsonl; a half-written last line (a running job) is skipped."""
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> Path:
     """Training and evaluation return (summed over agents) against env steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     train = [(r["env_steps"], r["return"]) for r in rows if r.get("return") is not None]
     evals = [(r["env_steps"], r["eval/return"]) for r in rows if r.get("eval/return") is not None]
-    if train:
-        ax.plot(*zip(*train, strict=True), label="training episodes", alpha=0.7)
-    if evals:
-        ax.plot(*zip(*evals, strict=True), "o-", label="evaluation (deterministic)")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("episode return (sum over agents)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if train or evals:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    with figure(out_path) as ax:
+        if train:
+            ax.plot(*zip(*train, strict=True), label="training episodes", alpha=0.7)
+        if evals:
+            ax.plot(*zip(*evals, strict=True), "o-", label="evaluation (deterministic)")
+        label(ax, "env steps", "episode return (sum over agents)", title)
     return out_path
 

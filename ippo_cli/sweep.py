@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from ippo_cli.files import write_json, write_text_atomic
+from ippo_cli.loggers import read_metrics
+from ippo_cli.plots import figure, label
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
@@ -48,21 +49,6 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(
         dirs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
     )
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Rows of a metrics.jsonl; a half-written last line (a running job) is skipped."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def eval_curve(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -216,13 +202,16 @@ def write_summary(sweep_dir: str | Path, console: Any = None, quiet: bool = Fals
 
 def plot_curves(groups: list[dict[str, Any]], out_path: Path, title: str = "") -> Path:
     """Each group's mean evaluation return against env steps, with a min..max band."""
-    import matplotlib
+    with figure(out_path, size=(8, 4.5)) as ax:
+        _plot_groups(ax, groups)
+        label(ax, "env steps", "evaluation return (mean over seeds, band: min..max)", legend=False)
+        ax.set_title(title, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return out_path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    plotted = False
+def _plot_groups(ax: Any, groups: list[dict[str, Any]]) -> None:
     for group in groups:
         by_step: dict[float, list[float]] = {}
         for curve in group["_curves"]:
@@ -238,19 +227,6 @@ def plot_curves(groups: list[dict[str, Any]], out_path: Path, title: str = "") -
         lo = [min(by_step[s]) for s in steps]
         hi = [max(by_step[s]) for s in steps]
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
-        plotted = True
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("evaluation return (mean over seeds, band: min..max)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.stem}.tmp{os.getpid()}{out_path.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_path)
-    return out_path
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

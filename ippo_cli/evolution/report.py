@@ -8,6 +8,7 @@ from typing import Any
 
 from ippo_cli.evolution.architecture import describe
 from ippo_cli.ippo import IPPO
+from ippo_cli.plots import figure, label
 
 SHOWN_HYPERPARAMETERS = ("lr", "batch_size", "learn_step", "ent_coef")
 
@@ -61,49 +62,37 @@ def _number(value: float | int) -> str:
 def plot_population(history: list[dict[str, Any]], out_path: Path, title: str = "") -> Path:
     """Fitness of every member at each evolution against env steps; a thin line joins
     each member to the one it was cloned from (or to itself) the evolution before."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    at = {(r["generation"], r["member"]): r for r in history}
-    for r in history:
-        before = at.get((r["generation"] - 1, r["member"]))
-        if before is None and len(r["lineage"]) > 1:
-            before = at.get((r["generation"] - 1, r["lineage"][-2]))
-        if before is not None:
-            xs, ys = (before["env_steps"], r["env_steps"]), (before["fitness"], r["fitness"])
-            ax.plot(xs, ys, color="0.75", lw=0.8, zorder=1)
-    if history:
-        ax.scatter(
-            [r["env_steps"] for r in history],
-            [r["fitness"] for r in history],
-            c=[r["member"] for r in history],
-            cmap="viridis",
-            s=18,
-            zorder=2,
-            label="members (colour: index)",
-        )
-        generations = sorted({r["generation"] for r in history})
-        best = [
-            max((r for r in history if r["generation"] == g), key=lambda r: r["fitness"])
-            for g in generations
-        ]
-        ax.plot(
-            [r["env_steps"] for r in best],
-            [r["fitness"] for r in best],
-            "k-",
-            lw=1.5,
-            label="best member",
-            zorder=3,
-        )
-        ax.legend()
-    ax.set_xlabel("env steps (whole population)")
-    ax.set_ylabel("fitness (mean evaluation return)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_path)
-    plt.close(fig)
+    with figure(out_path) as ax:
+        at = {(r["generation"], r["member"]): r for r in history}
+        for r in history:
+            before = at.get((r["generation"] - 1, r["member"]))
+            if before is None and len(r["lineage"]) > 1:
+                before = at.get((r["generation"] - 1, r["lineage"][-2]))
+            if before is not None:
+                xs, ys = (before["env_steps"], r["env_steps"]), (before["fitness"], r["fitness"])
+                ax.plot(xs, ys, color="0.75", lw=0.8, zorder=1)
+        if history:
+            ax.scatter(
+                [r["env_steps"] for r in history],
+                [r["fitness"] for r in history],
+                c=[r["member"] for r in history],
+                cmap="viridis",
+                s=18,
+                zorder=2,
+                label="members (colour: index)",
+            )
+            generations = sorted({r["generation"] for r in history})
+            best = [
+                max((r for r in history if r["generation"] == g), key=lambda r: r["fitness"])
+                for g in generations
+            ]
+            ax.plot(
+                [r["env_steps"] for r in best],
+                [r["fitness"] for r in best],
+                "k-",
+                lw=1.5,
+                label="best member",
+                zorder=3,
+            )
+        label(ax, "env steps (whole population)", "fitness (mean evaluation return)", title)
     return out_path
