@@ -233,7 +233,7 @@ def validate_train(cfg: Any) -> None:
     backends = ("pettingzoo", "batched")
     need(e.backend in backends, "env.backend", e.backend, "use pettingzoo or batched")
     if e.backend == "batched":
-        from ippo_cli.envs.batched_mpe import batched_support
+        from ippo_cli.envs.mpe import batched_support
 
         problem = batched_support(e.factory, e.kwargs, e.wrappers)
         need(problem is None, "env.backend", e.backend, str(problem))
