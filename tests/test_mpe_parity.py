@@ -16,6 +16,16 @@ from ippo_cli.envs.mpe.draws import Integers, Uniform, draw_rows
 
 # id -> (mpe2 module, kwargs of both); every scenario argument mpe2 takes is set in some case.
 CASES = {
+    "simple": ("simple_v3", {"max_cycles": 20}),
+    "push": ("simple_push_v3", {}),
+    "adversary": ("simple_adversary_v3", {}),
+    "adversary_partial": (
+        "simple_adversary_v3",
+        {"N": 4, "num_agent_neighbors": 2, "num_landmark_neighbors": 6},
+    ),
+    "reference": ("simple_reference_v3", {}),
+    "reference_local": ("simple_reference_v3", {"local_ratio": 0.1}),
+    "crypto": ("simple_crypto_v3", {}),
     "speaker_listener": ("simple_speaker_listener_v4", {}),
     "spread": ("simple_spread_v3", {}),
     "spread_N5": ("simple_spread_v3", {"N": 5, "local_ratio": 0.3, "max_cycles": 30}),

@@ -11,12 +11,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ippo_cli.envs.mpe.core import BatchedMPE
+from ippo_cli.envs.mpe.simple import BatchedSimple
+from ippo_cli.envs.mpe.simple_adversary import BatchedSimpleAdversary
+from ippo_cli.envs.mpe.simple_crypto import BatchedSimpleCrypto
+from ippo_cli.envs.mpe.simple_push import BatchedSimplePush
+from ippo_cli.envs.mpe.simple_reference import BatchedSimpleReference
 from ippo_cli.envs.mpe.simple_spread import BatchedSimpleSpread
 from ippo_cli.envs.mpe.speaker_listener import BatchedSpeakerListener
 
 BATCHED_ENVS: dict[str, type[BatchedMPE]] = {
     f"mpe2.{cls.mpe2_name}.parallel_env": cls
     for cls in (
+        BatchedSimple,
+        BatchedSimpleAdversary,
+        BatchedSimpleCrypto,
+        BatchedSimplePush,
+        BatchedSimpleReference,
         BatchedSpeakerListener,
         BatchedSimpleSpread,
     )

@@ -437,3 +437,18 @@ def others(n: int) -> np.ndarray:
     return np.array([[j for j in range(n) if j != i] for i in range(n)], dtype=np.int64).reshape(
         n, n - 1
     )
+
+
+def positions(draws: list[np.ndarray]) -> np.ndarray:
+    """Per-entity ``uniform(low, high, 2)`` draws as ``(rows, entities, 2)``."""
+    return np.stack(draws, axis=1)
+
+
+def bound_penalty(pos: np.ndarray) -> np.ndarray:
+    """simple_tag's and simple_world_comm's ``bound`` summed over both coordinates: 0 inside
+    0.9, linear to 1, then exponential capped at 10."""
+    x = np.abs(pos)
+    with np.errstate(over="ignore"):
+        outside = np.minimum(np.exp(2 * x - 2), 10)
+    penalty = np.where(x < 0.9, 0.0, np.where(x < 1.0, (x - 0.9) * 10, outside))
+    return penalty[..., 0] + penalty[..., 1]
