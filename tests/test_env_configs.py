@@ -22,13 +22,15 @@ QUIET = ["logger=none", "progress=false", "eval_episodes=1"]
 # env config -> (overrides keeping the run short, networks the agent must have)
 SHORT = ["algorithm.learn_step=128", "algorithm.total_steps=256"]
 ENVS = {
-    # Agents sharing a name prefix share a network; a network of one agent is named by it.
+    # One network per name prefix; when no two agents share one, per agent id.
     "simple": (SHORT, ["agent_0"]),
     "simple_spread": (SHORT, ["agent"]),
     "simple_adversary": (SHORT, ["adversary", "agent"]),
     "simple_push": (SHORT, ["adversary_0", "agent_0"]),
     "simple_reference": (SHORT, ["agent"]),
     "simple_crypto": (SHORT, ["alice_0", "bob_0", "eve_0"]),
+    "simple_tag": (SHORT, ["adversary", "agent"]),
+    "simple_world_comm": (SHORT, ["adversary", "agent", "leadadversary"]),
     # 20 pistons with 32x32x3 images through network=auto's CNN sized to them: keep tiny.
     "pistonball": (
         [

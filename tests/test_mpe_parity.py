@@ -27,6 +27,25 @@ CASES = {
     "reference_local": ("simple_reference_v3", {"local_ratio": 0.1}),
     "crypto": ("simple_crypto_v3", {}),
     "speaker_listener": ("simple_speaker_listener_v4", {}),
+    "tag": ("simple_tag_v3", {}),
+    "tag_partial": (
+        "simple_tag_v3",
+        {
+            "num_good": 2,
+            "num_adversaries": 2,
+            "num_obstacles": 3,
+            "num_agent_neighbors": 2,
+            "num_landmark_neighbors": 4,
+            "curriculum": True,
+            "terminate_on_success": True,
+        },
+    ),
+    "tag_success": ("simple_tag_v3", {"terminate_on_success": True}),
+    "world_comm": ("simple_world_comm_v3", {}),
+    "world_comm_counts": (
+        "simple_world_comm_v3",
+        {"num_good": 1, "num_adversaries": 2, "num_obstacles": 0, "num_food": 1, "num_forests": 3},
+    ),
     "spread": ("simple_spread_v3", {}),
     "spread_N5": ("simple_spread_v3", {"N": 5, "local_ratio": 0.3, "max_cycles": 30}),
     "spread_partial": (

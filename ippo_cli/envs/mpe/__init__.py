@@ -17,6 +17,8 @@ from ippo_cli.envs.mpe.simple_crypto import BatchedSimpleCrypto
 from ippo_cli.envs.mpe.simple_push import BatchedSimplePush
 from ippo_cli.envs.mpe.simple_reference import BatchedSimpleReference
 from ippo_cli.envs.mpe.simple_spread import BatchedSimpleSpread
+from ippo_cli.envs.mpe.simple_tag import BatchedSimpleTag
+from ippo_cli.envs.mpe.simple_world_comm import BatchedSimpleWorldComm
 from ippo_cli.envs.mpe.speaker_listener import BatchedSpeakerListener
 
 BATCHED_ENVS: dict[str, type[BatchedMPE]] = {
@@ -29,6 +31,8 @@ BATCHED_ENVS: dict[str, type[BatchedMPE]] = {
         BatchedSimpleReference,
         BatchedSpeakerListener,
         BatchedSimpleSpread,
+        BatchedSimpleTag,
+        BatchedSimpleWorldComm,
     )
 }
 

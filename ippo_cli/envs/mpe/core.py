@@ -69,9 +69,7 @@ def obs_space(n: int) -> spaces.Box:
 
 def positive_int(key: str, value: Any) -> int:
     """``value`` as an int >= 1, else ValueError naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{key}={value} must be an int >= 1")
-    return int(value)
+    return count(key, value, 1)
 
 
 def optional_positive_int(key: str, value: Any) -> int | None:
@@ -452,3 +450,10 @@ def bound_penalty(pos: np.ndarray) -> np.ndarray:
         outside = np.minimum(np.exp(2 * x - 2), 10)
     penalty = np.where(x < 0.9, 0.0, np.where(x < 1.0, (x - 0.9) * 10, outside))
     return penalty[..., 0] + penalty[..., 1]
+
+
+def count(key: str, value: Any, least: int) -> int:
+    """``value`` as an int >= ``least``, else ValueError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise ValueError(f"{key}={value} must be an int >= {least}")
+    return int(value)
