@@ -31,6 +31,8 @@ ENVS = {
     "simple_crypto": (SHORT, ["alice_0", "bob_0", "eve_0"]),
     "simple_tag": (SHORT, ["adversary", "agent"]),
     "simple_world_comm": (SHORT, ["adversary", "agent", "leadadversary"]),
+    "simple_line": (SHORT, ["agent"]),
+    "simple_formation": (SHORT, ["agent"]),
     # 20 pistons with 32x32x3 images through network=auto's CNN sized to them: keep tiny.
     "pistonball": (
         [

@@ -42,6 +42,12 @@ CASES = {
     ),
     "tag_success": ("simple_tag_v3", {"terminate_on_success": True}),
     "world_comm": ("simple_world_comm_v3", {}),
+    "line": ("simple_line_v1", {}),
+    "line_success": ("simple_line_v1", {"N": 2, "terminate_on_success": True}),
+    "line_N8": ("simple_line_v1", {"N": 8, "max_cycles": 5}),
+    "formation": ("simple_formation_v1", {}),
+    "formation_success": ("simple_formation_v1", {"N": 1, "terminate_on_success": True}),
+    "formation_N7": ("simple_formation_v1", {"N": 7, "max_cycles": 5}),
     "world_comm_counts": (
         "simple_world_comm_v3",
         {"num_good": 1, "num_adversaries": 2, "num_obstacles": 0, "num_food": 1, "num_forests": 3},
@@ -222,3 +228,35 @@ def test_draws_for_many_rows_equal_the_generator_called_row_by_row(program):
                             got[k][row], slow.uniform(call.low, call.high, call.size)
                         )
             assert fast.bit_generator.state == slow.bit_generator.state
+
+
+def _on_slots(env: BatchedMPE) -> np.ndarray:
+    return np.array(env.get_state()["arrays"]["slots"][0])
+
+
+def _on_circle(env: BatchedMPE) -> np.ndarray:
+    return np.array(env.get_state()["arrays"]["landmarks"][0]) + [[0.5, 0.0]]
+
+
+@pytest.mark.parametrize(
+    ("case", "placed"),
+    [("line_success", _on_slots), ("formation_success", _on_circle)],
+    ids=["line", "formation"],
+)
+def test_episodes_end_on_success_as_mpe2(case, placed):
+    """Agents put where the scenario wants them end the episode at the next step in both."""
+    make, cls, kwargs = make_pair(case)
+    ref, env = make(**kwargs), cls(1, **kwargs)
+    ref.reset(seed=3)
+    env.reset(seed=3)
+    state = env.get_state()
+    state["arrays"]["pos"][0] = placed(env).tolist()
+    env.set_state(state)
+    for agent, at in zip(ref.unwrapped.world.agents, placed(env), strict=True):
+        agent.state.p_pos = at.copy()
+    still = {a: np.zeros(1, dtype=np.int64) for a in env.possible_agents}
+    _, rewards, terms, truncs, _ = env.step(still)
+    _, ref_rew, ref_term, ref_trunc, _ = ref.step({a: 0 for a in ref.agents})
+    for a in env.possible_agents:
+        assert terms[a][0] == ref_term[a] == 1 and truncs[a][0] == ref_trunc[a] == 0
+        assert abs(rewards[a][0] - ref_rew[a]) < TOL

@@ -14,6 +14,8 @@ from ippo_cli.envs.mpe.core import BatchedMPE
 from ippo_cli.envs.mpe.simple import BatchedSimple
 from ippo_cli.envs.mpe.simple_adversary import BatchedSimpleAdversary
 from ippo_cli.envs.mpe.simple_crypto import BatchedSimpleCrypto
+from ippo_cli.envs.mpe.simple_formation import BatchedSimpleFormation
+from ippo_cli.envs.mpe.simple_line import BatchedSimpleLine
 from ippo_cli.envs.mpe.simple_push import BatchedSimplePush
 from ippo_cli.envs.mpe.simple_reference import BatchedSimpleReference
 from ippo_cli.envs.mpe.simple_spread import BatchedSimpleSpread
@@ -33,6 +35,8 @@ BATCHED_ENVS: dict[str, type[BatchedMPE]] = {
         BatchedSimpleSpread,
         BatchedSimpleTag,
         BatchedSimpleWorldComm,
+        BatchedSimpleLine,
+        BatchedSimpleFormation,
     )
 }
 

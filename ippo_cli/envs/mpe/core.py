@@ -20,6 +20,7 @@ is plain data: the arrays and that Generator's state, from which ``set_state`` c
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -457,3 +458,18 @@ def count(key: str, value: Any, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
         raise ValueError(f"{key}={value} must be an int >= {least}")
     return int(value)
+
+
+def matched_distances(dists: np.ndarray) -> np.ndarray:
+    """Per env, ``dists[i, match[i]]`` for the agent-to-target matching of least total
+    distance (scipy's ``linear_sum_assignment``, as simple_line and simple_formation use):
+    ``(envs, n, n)`` -> ``(envs, n)``. Small n: every permutation at once; larger: scipy."""
+    envs, n, _ = dists.shape
+    if n > 6:
+        from scipy.optimize import linear_sum_assignment
+
+        return np.stack([d[linear_sum_assignment(d)] for d in dists])
+    perms = np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+    candidates = dists[:, np.arange(n), perms]  # [e, permutation, agent]
+    best = candidates.sum(axis=2).argmin(axis=1)
+    return candidates[np.arange(envs), best]
