@@ -33,7 +33,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: list[WrapperConfig] = field(default_factory=list)
     num_envs: int = 8
-    # pettingzoo | batched (numpy arrays over all envs; speaker_listener and simple_spread)
+    # pettingzoo | batched (numpy arrays over all envs; mpe2 scenarios, ippo_cli/envs/mpe/)
     backend: str = "pettingzoo"
 
 
@@ -236,7 +236,8 @@ def validate_train(cfg: Any) -> None:
         from ippo_cli.envs.mpe import batched_support
 
         problem = batched_support(e.factory, e.kwargs, e.wrappers)
-        need(problem is None, "env.backend", e.backend, str(problem))
+        if problem is not None:
+            raise ConfigError(f"env.backend=batched: {problem}")
     need(
         h.vec_env in ("async", "sync", "auto"),
         "hardware.vec_env",

@@ -135,13 +135,50 @@ def test_bad_backend_is_refused_before_the_run(overrides, message):
         preflight("train", overrides)
 
 
-def test_cli_bad_backend_is_one_line(tmp_path):
-    result = run_cli(["train", "env.backend=jax", "logger=none"], tmp_path)
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["env.backend=jax"], "env.backend=jax is invalid: use pettingzoo or batched"),
+        (
+            ["env=simple_spread", "env.backend=batched", "+env.kwargs.benchmark_data=true"],
+            "env.backend=batched: env.kwargs.benchmark_data=True is not supported by "
+            "env.backend=batched (only False)",
+        ),
+        (
+            ["env=simple_line", "+env.kwargs.bogus=1"],
+            "env.backend=batched: env.kwargs.bogus is not an argument of the batched "
+            "simple_line_v1",
+        ),
+        (
+            ["env=simple_spread", "env.backend=batched", "env.kwargs.N=0"],
+            "env.backend=batched: env.kwargs.N=0 must be an int >= 1",
+        ),
+        (
+            ["env=simple_tag", "env.kwargs.num_good=0"],
+            "env.backend=batched: env.kwargs.num_good=0 must be an int >= 1",
+        ),
+        (
+            ["env=simple_world_comm", "env.kwargs.num_forests=-1"],
+            "env.backend=batched: env.kwargs.num_forests=-1 must be an int >= 0",
+        ),
+    ],
+    ids=["backend", "unsupported", "unknown", "N", "num_good", "num_forests"],
+)
+def test_cli_bad_batched_config_is_one_line(tmp_path, overrides, line):
+    result = run_cli(["train", *overrides, "logger=none"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ippo: error: env.backend=jax is invalid: use pettingzoo or batched"
-    ]
+    assert result.stderr.strip().splitlines() == [f"ippo: error: {line}"]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_cli_scenario_without_batched_version_is_one_line(tmp_path):
+    result = run_cli(["train", "env=collect_treasure", "env.backend=batched"], tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "ippo: error: env.backend=batched: env.factory=mpe2.collect_treasure_v1.parallel_env "
+        "has no batched version (batched mpe2: simple_v3, "
+    )
 
 
 def test_simple_spread_trains_on_the_batched_backend(tmp_path):

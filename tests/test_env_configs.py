@@ -33,6 +33,7 @@ ENVS = {
     "simple_world_comm": (SHORT, ["adversary", "agent", "leadadversary"]),
     "simple_line": (SHORT, ["agent"]),
     "simple_formation": (SHORT, ["agent"]),
+    "collect_treasure": (SHORT, ["collector", "deposit"]),
     # 20 pistons with 32x32x3 images through network=auto's CNN sized to them: keep tiny.
     "pistonball": (
         [

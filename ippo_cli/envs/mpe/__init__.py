@@ -45,7 +45,8 @@ def batched_support(factory: str, kwargs: Mapping[str, Any], wrappers: Sequence[
     """Why an env config cannot run with ``env.backend=batched`` (None: it can)."""
     cls = BATCHED_ENVS.get(factory)
     if cls is None:
-        return f"env.factory={factory} has no batched version (batched: {', '.join(BATCHED_ENVS)})"
+        known = ", ".join(cls.mpe2_name for cls in BATCHED_ENVS.values())
+        return f"env.factory={factory} has no batched version (batched mpe2: {known})"
     if wrappers:
         return "env.backend=batched takes no env.wrappers"
     try:
