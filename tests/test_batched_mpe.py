@@ -161,8 +161,12 @@ def test_bad_backend_is_refused_before_the_run(overrides, message):
             ["env=simple_world_comm", "env.kwargs.num_forests=-1"],
             "env.backend=batched: env.kwargs.num_forests=-1 must be an int >= 0",
         ),
+        (
+            ["env=collect_treasure", "env.kwargs.num_deposits=7"],
+            "env.backend=batched: env.kwargs.num_deposits=7 must be <= 6",
+        ),
     ],
-    ids=["backend", "unsupported", "unknown", "N", "num_good", "num_forests"],
+    ids=["backend", "unsupported", "unknown", "N", "num_good", "num_forests", "num_deposits"],
 )
 def test_cli_bad_batched_config_is_one_line(tmp_path, overrides, line):
     result = run_cli(["train", *overrides, "logger=none"], tmp_path)
@@ -171,14 +175,15 @@ def test_cli_bad_batched_config_is_one_line(tmp_path, overrides, line):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_cli_scenario_without_batched_version_is_one_line(tmp_path):
-    result = run_cli(["train", "env=collect_treasure", "env.backend=batched"], tmp_path)
+def test_cli_env_without_batched_version_is_one_line(tmp_path):
+    result = run_cli(["train", "env=pistonball", "env.backend=batched"], tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(
-        "ippo: error: env.backend=batched: env.factory=mpe2.collect_treasure_v1.parallel_env "
-        "has no batched version (batched mpe2: simple_v3, "
+        "ippo: error: env.backend=batched: env.factory=pettingzoo.butterfly.pistonball_v6."
+        "parallel_env has no batched version (batched mpe2: "
     )
+    assert "collect_treasure_v1" in line  # every mpe2 scenario is listed
 
 
 def test_simple_spread_trains_on_the_batched_backend(tmp_path):

@@ -46,6 +46,11 @@ CASES = {
     "line_success": ("simple_line_v1", {"N": 2, "terminate_on_success": True}),
     "line_N8": ("simple_line_v1", {"N": 8, "max_cycles": 5}),
     "formation": ("simple_formation_v1", {}),
+    "treasure": ("collect_treasure_v1", {}),
+    "treasure_counts": (
+        "collect_treasure_v1",
+        {"num_collectors": 2, "num_deposits": 1, "num_treasures": 9, "max_cycles": 40},
+    ),
     "formation_success": ("simple_formation_v1", {"N": 1, "terminate_on_success": True}),
     "formation_N7": ("simple_formation_v1", {"N": 7, "max_cycles": 5}),
     "world_comm_counts": (
@@ -91,7 +96,9 @@ def seeded_alike(cls: type[BatchedMPE], kwargs: dict, seeds: list[int]) -> Batch
     env.reset(seed=0)
     state = env.get_state()
     state["arrays"] = {
-        name: np.concatenate([np.array(s["arrays"][name]) for s in states]).tolist()
+        name: np.concatenate(
+            [np.asarray(s["arrays"][name], dtype=getattr(env, name).dtype) for s in states]
+        ).tolist()
         for name in state["arrays"]
     }
     env.set_state(state)
@@ -209,6 +216,7 @@ def test_the_distribution_test_sees_a_narrower_spread():
     [
         [Integers(3), Uniform(-1, 1, 2), Uniform(-1, 1, 2)],
         [Integers(2), Integers(3), Uniform(-0.9, 0.9, 2), Uniform(0, 6.28)],
+        [Integers(1), Uniform(-1, 1, 2), Integers(1), Integers(3)],  # integers(1) draws nothing
         [Integers(2**31 + 1), Uniform(-1, 1, 2)],  # Lemire redraws half the time: numpy's path
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ippo_cli.envs.mpe.collect_treasure import BatchedCollectTreasure
 from ippo_cli.envs.mpe.core import BatchedMPE
 from ippo_cli.envs.mpe.simple import BatchedSimple
 from ippo_cli.envs.mpe.simple_adversary import BatchedSimpleAdversary
@@ -37,6 +38,7 @@ BATCHED_ENVS: dict[str, type[BatchedMPE]] = {
         BatchedSimpleWorldComm,
         BatchedSimpleLine,
         BatchedSimpleFormation,
+        BatchedCollectTreasure,
     )
 }
 

@@ -222,6 +222,7 @@ class BatchedMPE:
         force = self._apply_actions(actions)
         force[:, self._hit_agents] += self._collision_forces()
         self._integrate(force)
+        self._post_step()
         self.steps += 1
         rewards = self._rewards().astype(np.float32)
         truncated = self.steps >= self.max_cycles
@@ -397,6 +398,9 @@ class BatchedMPE:
         """Scenario.reset_world for ``rows``: positions, goals, ... (velocities, messages and
         step counts are zeroed already)."""
         raise NotImplementedError
+
+    def _post_step(self) -> None:
+        """Scenario.post_step: what a scenario changes after the physics, before rewards."""
 
     def _observations(self) -> Batch:
         """Scenario.observation of every agent, float32."""

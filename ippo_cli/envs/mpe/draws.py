@@ -54,6 +54,20 @@ def draw_rows(rng: np.random.Generator, rows: int, program: Sequence[Draw]) -> l
     return out
 
 
+def draw_rows_from_each_state(
+    rng: np.random.Generator, rows: int, program: Sequence[Draw]
+) -> tuple[list[np.ndarray], list[dict]]:
+    """:func:`draw_rows`, and the Generator's state before each row's calls (for a scenario
+    that keeps a copy of its Generator as it starts, as collect_treasure does). One row at a
+    time: slower."""
+    states, rows_drawn = [], []
+    for _ in range(rows):
+        states.append(rng.bit_generator.state)
+        rows_drawn.append(_draw_one_by_one(rng, 1, program))
+    values = [np.concatenate([row[k] for row in rows_drawn]) for k in range(len(program))]
+    return values, states
+
+
 def _draw_one_by_one(rng: np.random.Generator, rows: int, program: Sequence[Draw]) -> list:
     values: list[list] = [[] for _ in program]
     for _ in range(rows):
@@ -76,7 +90,9 @@ def _width(call: Draw) -> int | None:
 def _draw_from_words(rng: np.random.Generator, rows: int, program: Sequence[Draw]) -> list | None:
     state = rng.bit_generator.state
     buffered = bool(state["has_uint32"])
-    # One row's events: a double per uniform value, one 32-bit half per integer.
+    # One row's events: a double per uniform value, one 32-bit half per integer (none for
+    # integers(1), which numpy answers without drawing).
+    full, program = program, [c for c in program if not (isinstance(c, Integers) and c.high == 1)]
     kinds, sizes = [], []
     for call in program:
         count = 1 if _width(call) is None else int(call.size)  # type: ignore[arg-type]
@@ -136,4 +152,5 @@ def _draw_from_words(rng: np.random.Generator, rows: int, program: Sequence[Draw
             value = call.low + (call.high - call.low) * doubles[:, cols]
             out.append(value[:, 0] if call.size is None else value)
         start += count
-    return out
+    drawn = iter(out)
+    return [np.zeros(rows, dtype=np.int64) if c not in program else next(drawn) for c in full]
