@@ -375,7 +375,8 @@ class BatchedMPE:
             vel = self.vel[:, lim]
             speed = np.sqrt(np.square(vel[..., 0]) + np.square(vel[..., 1]))
             fast = speed > self._max_speed[lim]
-            capped = vel / speed[..., None] * self._max_speed[lim, None]
+            with np.errstate(invalid="ignore", divide="ignore"):  # at rest: 0 / 0, not used
+                capped = vel / speed[..., None] * self._max_speed[lim, None]
             self.vel[:, lim] = np.where(fast[..., None], capped, vel)
 
     def _infos(self, final: Batch | None, ended: np.ndarray | None) -> dict[str, dict[str, Any]]:
