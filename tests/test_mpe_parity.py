@@ -12,7 +12,7 @@ from pettingzoo.utils.env_logger import EnvLogger
 from scipy import stats
 
 from ippo_cli.envs.mpe import BATCHED_ENVS, BatchedMPE
-from ippo_cli.envs.mpe.draws import Integers, Uniform, draw_rows
+from ippo_cli.envs.mpe.draws import Integers, Uniform, draw_rows, draw_rows_from_each_state
 
 # id -> (mpe2 module, kwargs of both); every scenario argument mpe2 takes is set in some case.
 CASES = {
@@ -237,6 +237,20 @@ def test_draws_for_many_rows_equal_the_generator_called_row_by_row(program):
                             got[k][row], slow.uniform(call.low, call.high, call.size)
                         )
             assert fast.bit_generator.state == slow.bit_generator.state
+        # With each row's starting state: the same draws, and states continuing as they do.
+        again = np.random.Generator(np.random.PCG64())
+        again.bit_generator.state = slow.bit_generator.state
+        values, states = draw_rows_from_each_state(again, 5, program)
+        for row, start in enumerate(states):
+            assert start == slow.bit_generator.state
+            for k, call in enumerate(program):
+                expected = (
+                    slow.integers(call.high)
+                    if isinstance(call, Integers)
+                    else slow.uniform(call.low, call.high, call.size)
+                )
+                np.testing.assert_array_equal(values[k][row], expected)
+        assert again.bit_generator.state == slow.bit_generator.state
 
 
 def _on_slots(env: BatchedMPE) -> np.ndarray:

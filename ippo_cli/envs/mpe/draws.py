@@ -58,8 +58,13 @@ def draw_rows_from_each_state(
     rng: np.random.Generator, rows: int, program: Sequence[Draw]
 ) -> tuple[list[np.ndarray], list[dict]]:
     """:func:`draw_rows`, and the Generator's state before each row's calls (for a scenario
-    that keeps a copy of its Generator as it starts, as collect_treasure does). One row at a
-    time: slower."""
+    that keeps a copy of its Generator as it starts, as collect_treasure does)."""
+    if isinstance(rng.bit_generator, np.random.PCG64) and rows:
+        saved, states = rng.bit_generator.state, []
+        out = _draw_from_words(rng, rows, program, states)
+        if out is not None:
+            return out, states
+        rng.bit_generator.state = saved
     states, rows_drawn = [], []
     for _ in range(rows):
         states.append(rng.bit_generator.state)
@@ -87,7 +92,11 @@ def _width(call: Draw) -> int | None:
     return None if isinstance(call, Integers) else call.size
 
 
-def _draw_from_words(rng: np.random.Generator, rows: int, program: Sequence[Draw]) -> list | None:
+def _draw_from_words(
+    rng: np.random.Generator, rows: int, program: Sequence[Draw], starts: list | None = None
+) -> list | None:
+    """The draws from raw words (None if Lemire would redraw); with ``starts``, appends the
+    Generator's state before each row to it."""
     state = rng.bit_generator.state
     buffered = bool(state["has_uint32"])
     # One row's events: a double per uniform value, one 32-bit half per integer (none for
@@ -131,6 +140,8 @@ def _draw_from_words(rng: np.random.Generator, rows: int, program: Sequence[Draw
     if np.any(is_int & ((m & _MASK32) < threshold)):
         return None
     ints = (m >> np.uint64(32)).astype(np.int64)
+    if starts is not None:
+        starts.extend(_row_starts(state, rows, per_row, fresh, is_int, int_words, halves))
     # The buffer after the batch: full when the last integer took a fresh word; numpy
     # leaves the spent value in place when it empties the buffer.
     if len(int_events):
@@ -154,3 +165,36 @@ def _draw_from_words(rng: np.random.Generator, rows: int, program: Sequence[Draw
         start += count
     drawn = iter(out)
     return [np.zeros(rows, dtype=np.int64) if c not in program else next(drawn) for c in full]
+
+
+def _row_starts(
+    state: dict,
+    rows: int,
+    per_row: int,
+    fresh: np.ndarray,
+    is_int: np.ndarray,
+    int_words: np.ndarray,
+    halves: np.ndarray,
+) -> list[dict]:
+    """The PCG64 state before each row: ``state`` advanced by the words drawn before it, with
+    the 32-bit buffer the last integer before it left (``state``'s own before any)."""
+    first = np.arange(rows) * per_row
+    words_before = np.concatenate([[0], np.cumsum(fresh)])[first].tolist()
+    ints_before = np.concatenate([[0], np.cumsum(is_int)])[first].tolist()
+    int_events = np.flatnonzero(is_int)
+    # What the buffer holds after each integer: its word's upper half (full) or the value
+    # it spent (empty).
+    took_fresh = fresh[int_events].tolist()
+    kept = np.where(fresh[int_events], int_words >> np.uint64(32), halves[int_events]).tolist()
+    bits = np.random.PCG64(0)  # reused: an unseeded PCG64 would gather OS entropy each time
+    out = []
+    for words, ints in zip(words_before, ints_before, strict=True):
+        bits.state = state
+        bits.advance(words)
+        start = bits.state
+        if ints == 0:
+            start["has_uint32"], start["uinteger"] = state["has_uint32"], state["uinteger"]
+        else:
+            start["has_uint32"], start["uinteger"] = int(took_fresh[ints - 1]), kept[ints - 1]
+        out.append(start)
+    return out
