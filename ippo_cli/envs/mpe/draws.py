@@ -186,9 +186,10 @@ def _row_starts(
     # it spent (empty).
     took_fresh = fresh[int_events].tolist()
     kept = np.where(fresh[int_events], int_words >> np.uint64(32), halves[int_events]).tolist()
-    bits = np.random.PCG64(0)  # reused: an unseeded PCG64 would gather OS entropy each time
-    out = []
-    for words, ints in zip(words_before, ints_before, strict=True):
+    out = [state]  # the first row starts where the batch does
+    if rows > 1:
+        bits = np.random.PCG64(0)  # reused: an unseeded PCG64 would gather OS entropy
+    for words, ints in zip(words_before[1:], ints_before[1:], strict=True):
         bits.state = state
         bits.advance(words)
         start = bits.state
