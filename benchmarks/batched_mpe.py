@@ -89,8 +89,8 @@ def steps_per_second(env, seconds: float) -> float:
 
 
 def env_speed(seconds: float) -> dict:
-    from ippo_cli.envs.batched_mpe import make_batched_env
     from ippo_cli.envs.factory import build_env
+    from ippo_cli.envs.mpe import make_batched_env
     from ippo_cli.envs.vector import SyncVecEnv
 
     table = {}
@@ -239,8 +239,8 @@ def eval_parity(ckpt: Path, episodes: int, seed: int, paired: int = 100) -> dict
     ``episodes`` independent starts on each (means within noise), and over ``paired`` starts
     drawn by the batched env and loaded into mpe2 (equal returns, episode by episode)."""
     from ippo_cli import checkpoint
-    from ippo_cli.envs.batched_mpe import make_batched_env
     from ippo_cli.envs.factory import env_fn
+    from ippo_cli.envs.mpe import make_batched_env
     from ippo_cli.evaluate import run_episodes
     from ippo_cli.ippo import IPPO
 

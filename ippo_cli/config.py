@@ -33,7 +33,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: list[WrapperConfig] = field(default_factory=list)
     num_envs: int = 8
-    # pettingzoo | batched (numpy arrays over all envs; speaker_listener and simple_spread)
+    # pettingzoo | batched (numpy arrays over all envs; mpe2 scenarios, ippo_cli/envs/mpe/)
     backend: str = "pettingzoo"
 
 
@@ -233,10 +233,11 @@ def validate_train(cfg: Any) -> None:
     backends = ("pettingzoo", "batched")
     need(e.backend in backends, "env.backend", e.backend, "use pettingzoo or batched")
     if e.backend == "batched":
-        from ippo_cli.envs.batched_mpe import batched_support
+        from ippo_cli.envs.mpe import batched_support
 
         problem = batched_support(e.factory, e.kwargs, e.wrappers)
-        need(problem is None, "env.backend", e.backend, str(problem))
+        if problem is not None:
+            raise ConfigError(f"env.backend=batched: {problem}")
     need(
         h.vec_env in ("async", "sync", "auto"),
         "hardware.vec_env",

@@ -1,5 +1,6 @@
-"""The batched numpy MPE backend: the same game as mpe2, step for step, and the same starts
-in distribution; exact state round trips; `ippo train env.backend=batched` end to end."""
+"""The batched numpy MPE backend's interface: exact state round trips, seeded resets,
+autoreset, bad actions and configs, `ippo train env.backend=batched` end to end (its parity
+with mpe2: tests/test_mpe_parity.py)."""
 
 from __future__ import annotations
 
@@ -9,34 +10,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from mpe2 import simple_speaker_listener_v4, simple_spread_v3
 from omegaconf import OmegaConf
 from pettingzoo.utils.env_logger import EnvLogger
-from scipy import stats
 
 from ippo_cli import checkpoint
 from ippo_cli.cli import UserError, preflight
 from ippo_cli.config import register_configs
-from ippo_cli.envs.batched_mpe import (
-    BatchedMPE,
-    BatchedSimpleSpread,
-    BatchedSpeakerListener,
-    batched_support,
-)
+from ippo_cli.envs.mpe import batched_support
+from ippo_cli.envs.mpe.simple_spread import BatchedSimpleSpread
+from ippo_cli.envs.mpe.speaker_listener import BatchedSpeakerListener
 from ippo_cli.trainer import Trainer
 from tests.conftest import run_cli, run_training
+from tests.test_mpe_parity import random_actions
 from tests.test_resume import _assert_same_run
-
-# name -> (mpe2 parallel_env, batched class, kwargs of both)
-SCENARIOS = {
-    "speaker_listener": (simple_speaker_listener_v4.parallel_env, BatchedSpeakerListener, {}),
-    "spread_N3": (simple_spread_v3.parallel_env, BatchedSimpleSpread, {"N": 3}),
-    "spread_N5": (
-        simple_spread_v3.parallel_env,
-        BatchedSimpleSpread,
-        {"N": 5, "local_ratio": 0.3, "max_cycles": 30},
-    ),
-}
 
 
 @pytest.fixture(autouse=True)
@@ -45,129 +31,6 @@ def _quiet_mpe2_clipping():
     EnvLogger.suppress_output()
     yield
     EnvLogger.unsuppress_output()
-
-
-def mirror(batched: BatchedMPE, envs: list) -> tuple[dict, dict]:
-    """Load each mpe2 env's world into the matching row of ``batched`` via set_state."""
-    state = batched.get_state()
-    arrays = {name: np.array(value) for name, value in state["arrays"].items()}
-    for e, env in enumerate(envs):
-        raw = env.unwrapped
-        world = raw.world
-        arrays["pos"][e] = [a.state.p_pos for a in world.agents]
-        arrays["vel"][e] = [a.state.p_vel for a in world.agents]
-        arrays["comm"][e] = [a.state.c for a in world.agents]
-        arrays["landmarks"][e] = [lm.state.p_pos for lm in world.landmarks]
-        arrays["steps"][e] = raw.steps
-        if "goal" in arrays:
-            arrays["goal"][e] = world.landmarks.index(world.agents[0].goal_b)
-    state["arrays"] = {name: value.tolist() for name, value in arrays.items()}
-    return batched.set_state(state)
-
-
-def random_actions(env: BatchedMPE, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Uniform actions; continuous ones partly outside [0, 1] so that clipping is exercised."""
-    out = {}
-    for a in env.possible_agents:
-        space = env.action_spaces[a]
-        if env.continuous_actions:
-            shape = (env.num_envs, *space.shape)
-            out[a] = rng.uniform(-0.3, 1.3, shape).astype(np.float32)
-        else:
-            out[a] = rng.integers(space.n, size=env.num_envs)
-    return out
-
-
-@pytest.mark.parametrize("continuous", [False, True], ids=["discrete", "continuous"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_an_episode_matches_mpe2_step_for_step(scenario, continuous):
-    make, cls, kwargs = SCENARIOS[scenario]
-    n = 4
-    envs = [make(continuous_actions=continuous, **kwargs) for _ in range(n)]
-    first = [env.reset(seed=100 + e)[0] for e, env in enumerate(envs)]
-    batched = cls(n, continuous_actions=continuous, **kwargs)
-    assert batched.possible_agents == envs[0].possible_agents
-    for a in batched.possible_agents:
-        assert batched.single_action_space(a) == envs[0].action_space(a)
-        assert batched.single_observation_space(a) == envs[0].observation_space(a)
-    batched.reset(seed=0)
-    # Crowd env 0's agents (the speaker_listener listener onto a landmark), so that
-    # collisions and their forces are part of the comparison.
-    world = envs[0].unwrapped.world
-    for i, agent in enumerate(world.agents):
-        agent.state.p_pos = np.array([0.05 * i, 0.1 * i])
-    first[0] = {a: envs[0].unwrapped.observe(a) for a in envs[0].agents}
-    obs, infos = mirror(batched, envs)
-    for a in batched.possible_agents:
-        np.testing.assert_allclose(obs[a], np.stack([o[a] for o in first]), atol=1e-5)
-        assert obs[a].dtype == np.float32 and infos[a]["active"].all()
-
-    rng = np.random.default_rng(7)
-    max_cycles = kwargs.get("max_cycles", 25)
-    collided = False
-    for t in range(max_cycles):
-        actions = random_actions(batched, rng)
-        obs, rewards, terms, truncs, infos = batched.step(actions)
-        last = t == max_cycles - 1
-        for e, env in enumerate(envs):
-            ref_obs, ref_rew, ref_term, ref_trunc, _ = env.step(
-                {a: actions[a][e] for a in env.agents}
-            )
-            for a in batched.possible_agents:
-                seen = infos[a]["final_obs"][e] if last else obs[a][e]
-                assert infos[a]["_final_obs"][e] == last
-                np.testing.assert_allclose(seen, ref_obs[a], atol=1e-5, err_msg=f"{a} t={t}")
-                assert abs(rewards[a][e] - ref_rew[a]) < 1e-5, (a, t)
-                assert truncs[a][e] == ref_trunc[a] == last
-                assert terms[a][e] == ref_term[a] == 0
-            pos = np.array([agent.state.p_pos for agent in env.unwrapped.world.agents])
-            dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-            collided |= bool((dist[np.triu_indices(len(pos), 1)] < 0.3).any())
-    assert not any(env.agents for env in envs)  # mpe2 ended its episodes where we truncated
-    if cls is BatchedSimpleSpread:
-        assert collided
-
-
-def _mpe2_starts(make, kwargs, episodes):
-    env = make(**kwargs)
-    pos, landmarks, goals = [], [], []
-    for seed in range(episodes):
-        env.reset(seed=seed)
-        world = env.unwrapped.world
-        pos.append([a.state.p_pos for a in world.agents])
-        landmarks.append([lm.state.p_pos for lm in world.landmarks])
-        if make is simple_speaker_listener_v4.parallel_env:
-            goals.append(world.landmarks.index(world.agents[0].goal_b))
-    return np.array(pos), np.array(landmarks), np.array(goals)
-
-
-@pytest.mark.parametrize("scenario", ["speaker_listener", "spread_N3"])
-def test_reset_distributions_match_mpe2(scenario):
-    make, cls, kwargs = SCENARIOS[scenario]
-    episodes = 1500
-    ref_pos, ref_landmarks, ref_goals = _mpe2_starts(make, kwargs, episodes)
-    batched = cls(episodes, **kwargs)
-    batched.reset(seed=0)
-    state = batched.get_state()["arrays"]
-    pos, landmarks = np.array(state["pos"]), np.array(state["landmarks"])
-    assert not np.any(state["vel"]) and not np.any(state["comm"]) and not np.any(state["steps"])
-
-    def same(ours, ref):
-        return stats.ks_2samp(ours.ravel(), ref.ravel()).pvalue > 1e-3
-
-    # Per entity and coordinate, so a wrong range, shape or entity ordering shows.
-    for ours, ref in ((pos, ref_pos), (landmarks, ref_landmarks)):
-        for i in range(ref.shape[1]):
-            for xy in range(2):
-                assert same(ours[:, i, xy], ref[:, i, xy]), (i, xy)
-    # The test has the power to see a slightly narrower spread.
-    assert not same(pos * 0.9, ref_pos)
-    if scenario == "speaker_listener":
-        goals = np.array(state["goal"])
-        counts = np.stack([np.bincount(g, minlength=3) for g in (goals, ref_goals)])
-        assert stats.chi2_contingency(counts).pvalue > 1e-3
-        skewed = np.bincount(np.where(np.arange(episodes) % 5 == 0, 0, goals), minlength=3)
-        assert stats.chi2_contingency(np.stack([skewed, counts[1]])).pvalue < 1e-3
 
 
 def test_state_round_trip_continues_exactly_across_autoresets():
@@ -234,13 +97,13 @@ def test_bad_actions_name_the_agent():
 @pytest.mark.parametrize(
     ("factory", "kwargs", "wrappers", "message"),
     [
-        ("mpe2.simple_push_v3.parallel_env", {}, [], "simple_push_v3.parallel_env has no batched"),
+        ("pettingzoo.sisl.waterworld_v4.parallel_env", {}, [], "waterworld_v4.parallel_env has no"),
         ("mpe2.simple_spread_v3.parallel_env", {}, [{"factory": "x.y"}], "takes no env.wrappers"),
         (
             "mpe2.simple_spread_v3.parallel_env",
-            {"terminate_on_success": True},
+            {"benchmark_data": True},
             [],
-            "env.kwargs.terminate_on_success=True is not supported",
+            "env.kwargs.benchmark_data=True is not supported by env.backend=batched (only False)",
         ),
         ("mpe2.simple_spread_v3.parallel_env", {"local_ratio": 2}, [], "local_ratio=2 must be in"),
         ("mpe2.simple_speaker_listener_v4.parallel_env", {"N": 3}, [], "env.kwargs.N is not an"),
@@ -263,7 +126,7 @@ def test_supported_configs_pass():
     [
         (["env.backend=numba"], "env.backend=numba is invalid: use pettingzoo or batched"),
         (["env=pistonball", "env.backend=batched"], "pistonball_v6.parallel_env has no batched"),
-        (["env=simple_spread", "env.backend=batched", "+env.kwargs.curriculum=true"], "curricu"),
+        (["env=simple_spread", "env.backend=batched", "+env.kwargs.benchmark_data=true"], "bench"),
     ],
 )
 def test_bad_backend_is_refused_before_the_run(overrides, message):
@@ -272,13 +135,55 @@ def test_bad_backend_is_refused_before_the_run(overrides, message):
         preflight("train", overrides)
 
 
-def test_cli_bad_backend_is_one_line(tmp_path):
-    result = run_cli(["train", "env.backend=jax", "logger=none"], tmp_path)
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (["env.backend=jax"], "env.backend=jax is invalid: use pettingzoo or batched"),
+        (
+            ["env=simple_spread", "env.backend=batched", "+env.kwargs.benchmark_data=true"],
+            "env.backend=batched: env.kwargs.benchmark_data=True is not supported by "
+            "env.backend=batched (only False)",
+        ),
+        (
+            ["env=simple_line", "+env.kwargs.bogus=1"],
+            "env.backend=batched: env.kwargs.bogus is not an argument of the batched "
+            "simple_line_v1",
+        ),
+        (
+            ["env=simple_spread", "env.backend=batched", "env.kwargs.N=0"],
+            "env.backend=batched: env.kwargs.N=0 must be an int >= 1",
+        ),
+        (
+            ["env=simple_tag", "env.kwargs.num_good=0"],
+            "env.backend=batched: env.kwargs.num_good=0 must be an int >= 1",
+        ),
+        (
+            ["env=simple_world_comm", "env.kwargs.num_forests=-1"],
+            "env.backend=batched: env.kwargs.num_forests=-1 must be an int >= 0",
+        ),
+        (
+            ["env=collect_treasure", "env.kwargs.num_deposits=7"],
+            "env.backend=batched: env.kwargs.num_deposits=7 must be <= 6",
+        ),
+    ],
+    ids=["backend", "unsupported", "unknown", "N", "num_good", "num_forests", "num_deposits"],
+)
+def test_cli_bad_batched_config_is_one_line(tmp_path, overrides, line):
+    result = run_cli(["train", *overrides, "logger=none"], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ippo: error: env.backend=jax is invalid: use pettingzoo or batched"
-    ]
+    assert result.stderr.strip().splitlines() == [f"ippo: error: {line}"]
     assert not (tmp_path / "outputs").exists()
+
+
+def test_cli_env_without_batched_version_is_one_line(tmp_path):
+    result = run_cli(["train", "env=pistonball", "env.backend=batched"], tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "ippo: error: env.backend=batched: env.factory=pettingzoo.butterfly.pistonball_v6."
+        "parallel_env has no batched version (batched mpe2: "
+    )
+    assert "collect_treasure_v1" in line  # every mpe2 scenario is listed
 
 
 def test_simple_spread_trains_on_the_batched_backend(tmp_path):

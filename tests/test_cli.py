@@ -124,7 +124,7 @@ def test_two_runs_with_the_same_seed_write_identical_metrics(tmp_path):
 BAD_TRAIN = [
     (
         ["env=speaker_listner"],
-        "unknown env 'speaker_listner'; known: knights_archers_zombies, pettingzoo, pistonball",
+        "unknown env 'speaker_listner'; known: collect_treasure, knights_archers_zombies",
     ),
     (["algorithm.lrr=0.1"], "unknown key 'algorithm.lrr'"),
     (["+foo=1"], "unknown key 'foo'"),

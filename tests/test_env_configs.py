@@ -20,12 +20,20 @@ from tests.conftest import probe_overrides, run_cli, train_config
 QUIET = ["logger=none", "progress=false", "eval_episodes=1"]
 
 # env config -> (overrides keeping the run short, networks the agent must have)
+SHORT = ["algorithm.learn_step=128", "algorithm.total_steps=256"]
 ENVS = {
-    "simple_spread": (["algorithm.learn_step=128", "algorithm.total_steps=256"], ["agent"]),
-    "simple_adversary": (
-        ["algorithm.learn_step=128", "algorithm.total_steps=256"],
-        ["adversary", "agent"],
-    ),
+    # One network per name prefix; when no two agents share one, per agent id.
+    "simple": (SHORT, ["agent_0"]),
+    "simple_spread": (SHORT, ["agent"]),
+    "simple_adversary": (SHORT, ["adversary", "agent"]),
+    "simple_push": (SHORT, ["adversary_0", "agent_0"]),
+    "simple_reference": (SHORT, ["agent"]),
+    "simple_crypto": (SHORT, ["alice_0", "bob_0", "eve_0"]),
+    "simple_tag": (SHORT, ["adversary", "agent"]),
+    "simple_world_comm": (SHORT, ["adversary", "agent", "leadadversary"]),
+    "simple_line": (SHORT, ["agent"]),
+    "simple_formation": (SHORT, ["agent"]),
+    "collect_treasure": (SHORT, ["collector", "deposit"]),
     # 20 pistons with 32x32x3 images through network=auto's CNN sized to them: keep tiny.
     "pistonball": (
         [
@@ -74,7 +82,7 @@ def test_shipped_env_config_trains_from_the_cli(tmp_path, env_name):
     agent = IPPO.load(str(run_dir / "checkpoints" / "last.pt"))
     assert sorted(agent.actors.keys()) == networks
     assert sorted(agent.critics.keys()) == networks
-    assert sorted(agent.shared_agent_ids) == networks
+    assert sorted(agent.shared_agent_ids) == sorted({a.rsplit("_", 1)[0] for a in agent.agent_ids})
     if env_name == "pistonball":
         assert len(agent.agent_ids) == 20
         assert agent.observation_spaces["piston_0"].shape == (32, 32, 3)

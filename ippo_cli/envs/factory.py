@@ -13,7 +13,7 @@ from typing import Any
 from pettingzoo import AECEnv
 from pettingzoo.utils.conversions import aec_to_parallel
 
-from ippo_cli.envs.batched_mpe import BatchedMPE, make_batched_env
+from ippo_cli.envs.mpe import BatchedMPE, make_batched_env
 from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
 log = logging.getLogger("ippo")
