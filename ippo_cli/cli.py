@@ -280,7 +280,8 @@ def check_search_space(overrides: list[str], base: list[str]) -> None:
     for o in parser.parse_overrides([a for a in overrides if not a.startswith("hydra")]):
         if o.is_sweep_override():
             params[o.get_key_element()] = o.input_line.split("=", 1)[1]
-    plain = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in params]
+    swept = {key.lstrip("+~") for key in params}  # a `+key=a,b` sweep adds a new key
+    plain = [b for b in base if b.split("=", 1)[0].lstrip("+~") not in swept]
     for key, spec in params.items():
         try:
             parsed = parser.parse_override(f"{key}={spec}")

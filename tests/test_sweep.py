@@ -186,6 +186,16 @@ def test_a_sweep_over_an_unknown_key_fails_before_any_job(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_sweep_over_a_key_it_adds_passes_the_search_space_check():
+    from ippo_cli.cli import check_search_space, expand_sweeps
+    from ippo_cli.config import register_configs
+    from tests.conftest import probe_overrides
+
+    register_configs()
+    overrides = [*probe_overrides("ObsRewardEnv"), "+env.kwargs.episode_len=1,2"]
+    check_search_space(overrides, expand_sweeps(overrides)[0])  # raised "already at" before
+
+
 def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
     args = [
         "train",

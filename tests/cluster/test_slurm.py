@@ -22,7 +22,7 @@ def ippo(args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "ippo_cli", *args],
         cwd=cwd,
-        env=cluster_env(),
+        env={**cluster_env(), "COLUMNS": "250"},  # table rows on one line each
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_SECONDS,
@@ -56,7 +56,7 @@ def test_two_job_sweep_runs_through_sbatch_and_is_summarised(tmp_path):
     for job in ("0", "1"):  # each job's run directory, as with launcher=basic
         run = sweep_dir / job
         assert (run / "checkpoints" / "last.pt").is_file()
-        assert (run / "metrics.jsonl").read_text().count("\n") == 4
+        assert (run / "metrics.jsonl").read_text().count("\n") == 8  # 2 envs x 32 steps
     # The jobs ran as one SLURM array: submitit kept sbatch's script and each task's log.
     (script,) = (sweep_dir / ".submitit").glob("*/*_submission.sh")
     assert "#SBATCH --array=0-1" in script.read_text()
