@@ -97,7 +97,8 @@ def _overrides(job_dir: Path) -> list[str]:
     return [str(o) for o in data or []]
 
 
-def _is_seed(override: str) -> bool:
+def is_seed(override: str) -> bool:
+    """A ``seed=...`` override (seeds of one configuration form a group)."""
     return override.lstrip("+~").split("=", 1)[0] == "seed"
 
 
@@ -158,7 +159,7 @@ def build_summary(sweep_dir: str | Path) -> dict[str, Any]:
     jobs = [_job_row(d) for d in dirs]
     keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for job in jobs:
-        key = tuple(o for o in job["overrides"] if not _is_seed(o))
+        key = tuple(o for o in job["overrides"] if not is_seed(o))
         keys.setdefault(key, []).append(job)
     # A group is named by the overrides that differ between groups ("(all jobs)" if one).
     shared = set.intersection(*(set(k) for k in keys)) if keys else set()
@@ -302,7 +303,7 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     rows = summary["jobs"]
-    seeds = [next((o.split("=", 1)[1] for o in j["overrides"] if _is_seed(o)), "-") for j in rows]
+    seeds = [next((o.split("=", 1)[1] for o in j["overrides"] if is_seed(o)), "-") for j in rows]
     show_seed = any(s != "-" for s in seeds)
     show_error = any(j["error"] for j in rows)
     jobs = _table(f"sweep {summary['sweep_dir']}")

@@ -196,6 +196,24 @@ def test_a_sweep_over_a_key_it_adds_passes_the_search_space_check():
     check_search_space(overrides, expand_sweeps(overrides)[0])  # raised "already at" before
 
 
+def test_the_preflight_builds_each_configuration_once_whatever_its_seeds(monkeypatch):
+    from ippo_cli.cli import preflight
+    from ippo_cli.config import register_configs
+    from ippo_cli.envs import factory
+    from tests.conftest import probe_overrides
+
+    register_configs()
+    built = []
+    real_env_fn = factory.env_fn
+    monkeypatch.setattr(
+        factory, "env_fn", lambda cfg, mode=None: built.append(cfg) or real_env_fn(cfg, mode)
+    )
+    preflight(
+        "train", ["-m", *probe_overrides("ObsRewardEnv"), "algorithm.lr=1e-3,3e-3", "seed=0,1,2"]
+    )
+    assert len(built) == 2  # one per learning rate, not per job
+
+
 def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
     args = [
         "train",
