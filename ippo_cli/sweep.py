@@ -75,9 +75,11 @@ def eval_curve(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return sorted(points.items())
 
 
-def metrics_summary(run_dir: Path) -> dict[str, Any]:
-    """What metrics.jsonl tells about a run that wrote no summary (failed or still running)."""
-    rows = read_metrics(run_dir / "metrics.jsonl")
+def metrics_summary(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What metrics.jsonl (or its ``rows``, already read) tells about a run that wrote no
+    summary (failed or still running)."""
+    if rows is None:
+        rows = read_metrics(run_dir / "metrics.jsonl")
     curve = eval_curve(rows)
     steps = [r["env_steps"] for r in rows if r.get("env_steps") is not None]
     walls = [r["wall_time"] for r in rows if isinstance(r.get("wall_time"), int | float)]
@@ -104,6 +106,7 @@ def is_seed(override: str) -> bool:
 
 def _job_row(job_dir: Path) -> dict[str, Any]:
     overrides = _overrides(job_dir)
+    rows = read_metrics(job_dir / "metrics.jsonl")  # once: a long run's file is large
     path = job_dir / "summary.json"
     summary: dict[str, Any] | None = None
     if path.is_file():
@@ -112,10 +115,10 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
         except (json.JSONDecodeError, OSError):
             summary = None
     if summary is None:
-        info = metrics_summary(job_dir)
+        info = metrics_summary(job_dir, rows)
         status, error = "incomplete", None
     else:
-        info = {**metrics_summary(job_dir), **summary}
+        info = {**metrics_summary(job_dir, rows), **summary}
         status = summary.get("status") or (
             "interrupted" if summary.get("interrupted") else "completed"
         )
@@ -130,7 +133,7 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
         "wall_time": info.get("wall_time"),
         "error": error,
         "run_dir": str(job_dir),
-        "_curve": eval_curve(read_metrics(job_dir / "metrics.jsonl")),
+        "_curve": eval_curve(rows),
     }
 
 
