@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint bench mutation clean
+.PHONY: install train test test-cluster lint bench mutation clean
 
 install: $(STAMP)
 
@@ -23,6 +23,12 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# SLURM, Ray and two-node torchrun on this machine, on loopback (root; installs slurm-wlm
+# and munge with apt when missing): see tests/cluster/run.sh and docs/cluster.md
+test-cluster: install
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[ray]'
+	bash tests/cluster/run.sh
 
 lint: install
 	$(BIN)/ruff check ippo_cli tests benchmarks

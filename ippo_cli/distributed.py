@@ -11,14 +11,50 @@ gloo on CPU, nccl on CUDA.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 LAUNCH_HINT = "torchrun --nproc_per_node=2 -m ippo_cli train hardware=distributed ..."
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed because another rank (another node) is gone: one line."""
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """The gist of a backend error: gloo's first line without its source location
+    ("[.../pair.cc:537] Read error [127.0.0.1]:37280: Connection reset by peer. This is
+    typically caused by ...") -> "Read error [127.0.0.1]:37280: Connection reset by peer"."""
+    lines = str(exc).strip().splitlines()
+    first = re.sub(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*", "", lines[0] if lines else "")
+    return first.split(". ", 1)[0].rstrip(".") or type(exc).__name__
+
+
+def collective(fn: Callable) -> Callable:
+    """Turn a collective's failure into a :class:`PeerLostError` naming this rank. The
+    ranks run the same code on tensors of the same shapes, so a collective fails when the
+    transport does: a peer died or its connection closed (gloo raises a bare RuntimeError
+    with a page of text, nccl a DistBackendError)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:
+            rank, world = dist.get_rank(), dist.get_world_size()
+            raise PeerLostError(
+                f"rank {rank} of {world} lost the data-parallel run's other ranks during "
+                f"{fn.__name__} ({_transport_reason(exc)}); a node stopped or its network "
+                "failed: all ranks must be restarted"
+            ) from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,7 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@collective
 def broadcast_parameters(modules: Iterable[torch.nn.Module]) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
     for module in modules:
@@ -82,6 +119,7 @@ def broadcast_parameters(modules: Iterable[torch.nn.Module]) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
+@collective
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average gradients over the ranks in one all-reduce of a flat buffer."""
     grads = [p.grad for p in params if p.grad is not None]
@@ -97,6 +135,7 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         offset += n
 
 
+@collective
 def average(value: torch.Tensor) -> torch.Tensor:
     """The mean of a tensor over the ranks."""
     out = value.detach().clone()
@@ -104,6 +143,7 @@ def average(value: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
+@collective
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when ``flag`` is True on any rank (a collective stop decision)."""
     t = torch.tensor([1.0 if flag else 0.0], device=device)

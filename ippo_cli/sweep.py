@@ -61,9 +61,11 @@ def eval_curve(rows: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return sorted(points.items())
 
 
-def metrics_summary(run_dir: Path) -> dict[str, Any]:
-    """What metrics.jsonl tells about a run that wrote no summary (failed or still running)."""
-    rows = read_metrics(run_dir / "metrics.jsonl")
+def metrics_summary(run_dir: Path, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What metrics.jsonl (or its ``rows``, already read) tells about a run that wrote no
+    summary (failed or still running)."""
+    if rows is None:
+        rows = read_metrics(run_dir / "metrics.jsonl")
     curve = eval_curve(rows)
     steps = [r["env_steps"] for r in rows if r.get("env_steps") is not None]
     walls = [r["wall_time"] for r in rows if isinstance(r.get("wall_time"), int | float)]
@@ -83,12 +85,14 @@ def _overrides(job_dir: Path) -> list[str]:
     return [str(o) for o in data or []]
 
 
-def _is_seed(override: str) -> bool:
+def is_seed(override: str) -> bool:
+    """A ``seed=...`` override (seeds of one configuration form a group)."""
     return override.lstrip("+~").split("=", 1)[0] == "seed"
 
 
 def _job_row(job_dir: Path) -> dict[str, Any]:
     overrides = _overrides(job_dir)
+    rows = read_metrics(job_dir / "metrics.jsonl")  # once: a long run's file is large
     path = job_dir / "summary.json"
     summary: dict[str, Any] | None = None
     if path.is_file():
@@ -97,10 +101,10 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
         except (json.JSONDecodeError, OSError):
             summary = None
     if summary is None:
-        info = metrics_summary(job_dir)
+        info = metrics_summary(job_dir, rows)
         status, error = "incomplete", None
     else:
-        info = {**metrics_summary(job_dir), **summary}
+        info = {**metrics_summary(job_dir, rows), **summary}
         status = summary.get("status") or (
             "interrupted" if summary.get("interrupted") else "completed"
         )
@@ -115,7 +119,7 @@ def _job_row(job_dir: Path) -> dict[str, Any]:
         "wall_time": info.get("wall_time"),
         "error": error,
         "run_dir": str(job_dir),
-        "_curve": eval_curve(read_metrics(job_dir / "metrics.jsonl")),
+        "_curve": eval_curve(rows),
     }
 
 
@@ -144,7 +148,7 @@ def build_summary(sweep_dir: str | Path) -> dict[str, Any]:
     jobs = [_job_row(d) for d in dirs]
     keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for job in jobs:
-        key = tuple(o for o in job["overrides"] if not _is_seed(o))
+        key = tuple(o for o in job["overrides"] if not is_seed(o))
         keys.setdefault(key, []).append(job)
     # A group is named by the overrides that differ between groups ("(all jobs)" if one).
     shared = set.intersection(*(set(k) for k in keys)) if keys else set()
@@ -278,7 +282,7 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     rows = summary["jobs"]
-    seeds = [next((o.split("=", 1)[1] for o in j["overrides"] if _is_seed(o)), "-") for j in rows]
+    seeds = [next((o.split("=", 1)[1] for o in j["overrides"] if is_seed(o)), "-") for j in rows]
     show_seed = any(s != "-" for s in seeds)
     show_error = any(j["error"] for j in rows)
     jobs = _table(f"sweep {summary['sweep_dir']}")

@@ -377,9 +377,15 @@ class Trainer:
                     # waiting in an all-reduce.
                     obs, infos = self.collect(obs, infos, None if self.dist.parallel else stop)
                     t1 = time.perf_counter()
-                    if self.dist.parallel and distributed.any_rank(stop.requested, self.device):
+                    # Data-parallel ranks stop on the collective decision alone: a signal
+                    # landing just after it waits for the next one, or this rank would
+                    # leave its peers in the update's all-reduces.
+                    if self.dist.parallel:
+                        stop_now = distributed.any_rank(stop.requested, self.device)
+                    else:
+                        stop_now = stop.requested
+                    if stop_now:
                         stop.requested = True
-                    if stop.requested:
                         break
                     row = self.after_update(self.learn(), t0, t1)
                     bar.update(self.progress.env_steps, row)

@@ -186,6 +186,34 @@ def test_a_sweep_over_an_unknown_key_fails_before_any_job(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_sweep_over_a_key_it_adds_passes_the_search_space_check():
+    from ippo_cli.cli import check_search_space, expand_sweeps
+    from ippo_cli.config import register_configs
+    from tests.conftest import probe_overrides
+
+    register_configs()
+    overrides = [*probe_overrides("ObsRewardEnv"), "+env.kwargs.episode_len=1,2"]
+    check_search_space(overrides, expand_sweeps(overrides)[0])  # raised "already at" before
+
+
+def test_the_preflight_builds_each_configuration_once_whatever_its_seeds(monkeypatch):
+    from ippo_cli.cli import preflight
+    from ippo_cli.config import register_configs
+    from ippo_cli.envs import factory
+    from tests.conftest import probe_overrides
+
+    register_configs()
+    built = []
+    real_env_fn = factory.env_fn
+    monkeypatch.setattr(
+        factory, "env_fn", lambda cfg, mode=None: built.append(cfg) or real_env_fn(cfg, mode)
+    )
+    preflight(
+        "train", ["-m", *probe_overrides("ObsRewardEnv"), "algorithm.lr=1e-3,3e-3", "seed=0,1,2"]
+    )
+    assert len(built) == 2  # one per learning rate, not per job
+
+
 def test_an_optuna_sweep_of_three_trials_saves_the_best_value(tmp_path):
     args = [
         "train",
