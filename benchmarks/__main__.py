@@ -10,7 +10,15 @@ import subprocess
 import sys
 
 # Fast first: a speed table within minutes, then the long learning runs.
-ORDER = ["speed", "batched_mpe", "stacked", "speaker_listener", "evolution", "learning"]
+ORDER = [
+    "speed",
+    "batched_mpe",
+    "stacked",
+    "speaker_listener",
+    "simple_spread",
+    "evolution",
+    "learning",
+]
 
 
 def main() -> None:
