@@ -189,7 +189,7 @@ def test_simple_spread_composes_its_tuned_settings_and_they_can_be_overridden():
     assert (tuned.algorithm.lr, tuned.algorithm.batch_size, tuned.algorithm.gamma) == (
         7e-4,
         512,
-        0.95,
+        0.9,
     )
     assert train_config(["env=simple_spread", "algorithm.gamma=0.99"]).algorithm.gamma == 0.99
     reference = train_config(["env=simple_spread", "algorithm=ippo"]).algorithm
