@@ -72,8 +72,8 @@ def main() -> None:
         run = train("simple_spread", seed, args.runs_dir, args.steps, args.extra, args.reuse)
         seeds[str(seed)] = run
         print(
-            f"seed {seed}: final {run['final']:.2f}, best {run['best']:.2f} at "
-            f"{run['env_steps'] / 1e6:.2f}M steps, {run['wall_time_s']:.0f} s",
+            f"seed {seed}: final {run['final']:.2f} at {run['env_steps'] / 1e6:.2f}M steps, "
+            f"best {run['best']:.2f}, {run['wall_time_s']:.0f} s",
             flush=True,
         )
     finals = [run["final"] for run in seeds.values()]
