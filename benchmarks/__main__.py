@@ -17,6 +17,7 @@ ORDER = [
     "mpe_suite",
     "stacked",
     "speaker_listener",
+    "simple_spread",
     "evolution",
     "learning",
 ]

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ippo_cli.files import write_json
 from ippo_cli.plots import figure, label
@@ -54,11 +55,11 @@ def train(
     run_dir = runs_dir / f"{name}_seed{seed}"
     if reuse and (run_dir / "summary.json").is_file():
         done = json.loads((run_dir / "summary.json").read_text())
-        overrides = (run_dir / ".hydra" / "overrides.yaml").read_text().split("\n- ")[1:]
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
         return {
             **summarise(run_dir),
             "wall_time_s": round(done["wall_time"], 1),
-            "command": "ippo_cli train " + " ".join(o.strip() for o in overrides),
+            "command": "ippo_cli train " + " ".join(overrides),
         }
     cmd = [
         sys.executable, "-m", "ippo_cli", "train", *CONFIGS[name], "logger=none",

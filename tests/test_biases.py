@@ -251,5 +251,5 @@ def test_speaker_listener_composes_its_tuned_settings_and_they_can_be_overridden
     assert train_config(["env=speaker_listener", "algorithm.lr=3e-4"]).algorithm.lr == 3e-4
     reference = train_config(["env=speaker_listener", "algorithm=ippo"]).algorithm
     assert (reference.lr, reference.signalling, reference.ent_coef) == (1e-4, {}, 0.01)
-    other = train_config(["env=simple_spread"]).algorithm
+    other = train_config(["env=simple_adversary"]).algorithm
     assert (other.lr, other.signalling, other.update_epochs) == (1e-4, {}, 4)

@@ -189,3 +189,16 @@ def test_network_auto_sizes_the_cnn_to_the_image_and_explicit_kernels_stay():
     assert _conv_layers(reference) == [(3, 1), (3, 1)]
     per_group = ["+network.groups.agent.encoder_config.channel_size=[8,8,8]"]
     assert len(_conv_layers(per_group)) == 3
+
+
+def test_simple_spread_composes_its_tuned_settings_and_they_can_be_overridden():
+    tuned = train_config(["env=simple_spread"])
+    assert (tuned.env.backend, tuned.env.num_envs) == ("batched", 32)
+    assert (tuned.algorithm.lr, tuned.algorithm.batch_size, tuned.algorithm.gamma) == (
+        7e-4,
+        512,
+        0.9,
+    )
+    assert train_config(["env=simple_spread", "algorithm.gamma=0.99"]).algorithm.gamma == 0.99
+    reference = train_config(["env=simple_spread", "algorithm=ippo"]).algorithm
+    assert (reference.lr, reference.gamma, reference.update_epochs) == (1e-4, 0.99, 4)
