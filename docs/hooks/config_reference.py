@@ -144,7 +144,9 @@ def yaml_comments(group: str | None) -> dict[str, str]:
     if group is None:
         paths = [CONF / "train.yaml", CONF / "eval.yaml"]
     else:
-        paths = sorted((CONF / group).glob("*.yaml"), key=lambda p: ("defaults:" in p.read_text(), p.name))
+        paths = sorted(
+            (CONF / group).glob("*.yaml"), key=lambda p: ("defaults:" in p.read_text(), p.name)
+        )
     comments: dict[str, str] = {}
     for path in paths:
         stack: list[tuple[int, str]] = []
