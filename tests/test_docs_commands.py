@@ -5,8 +5,10 @@ GPUs, long benchmarks); the reason may not be empty.
 
 Each document's blocks run in order in one directory, so a later command may use what an
 earlier one wrote (`ippo train ... hydra.run.dir=runs/first`, then `ippo eval
-ckpt=runs/first`). A command seen before is not run again: within a document always, and
-across documents when it uses no earlier output (it names no `runs/` path).
+ckpt=runs/first`). A command seen before is not run again: within a document always;
+across documents when it names no `runs/` path, and for the commands that do, only all of
+a document's together, when every one of them ran in an earlier document (README's quick
+start repeats getting-started's commands, so README comes last).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 
 from tests.conftest import HANG_GUARD_SECONDS, REPO
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+DOCUMENTS = [*sorted((REPO / "docs").rglob("*.md")), REPO / "README.md"]
 NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 BIN = Path(sys.executable).parent
@@ -98,16 +100,19 @@ def runs_for(documents: list[Path]) -> dict[str, list[tuple[int, str]]]:
     seen: set[str] = set()
     plan: dict[str, list[tuple[int, str]]] = {}
     for path in documents:
-        mine: set[str] = set()
+        mine: list[tuple[int, str]] = []
         for block in blocks(path):
-            if block.not_run is not None:
-                continue
-            for command in block.commands:
-                if command in mine or (command in seen and "runs/" not in command):
-                    continue
-                mine.add(command)
-                seen.add(command)
-                plan.setdefault(block.document, []).append((block.line, command))
+            if block.not_run is None:
+                mine += [(block.line, c) for c in block.commands if c not in {m for _, m in mine}]
+        chained = {c for _, c in mine if "runs/" in c}
+        keep = [
+            (line, c)
+            for line, c in mine
+            if c not in seen or (c in chained and not chained <= seen)
+        ]
+        seen |= {c for _, c in mine}
+        if keep:
+            plan[path.relative_to(REPO).as_posix()] = keep
     return plan
 
 
@@ -115,8 +120,23 @@ PLAN = runs_for(DOCUMENTS)
 
 
 def test_every_document_with_bash_blocks_is_planned():
-    assert "README.md" in PLAN
     assert len(PLAN) >= 5
+
+
+def test_run_directory_chains_are_skipped_only_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    first, second, third = (tmp_path / f"{n}.md" for n in ("first", "second", "third"))
+    first.write_text("```bash\nippo train hydra.run.dir=runs/a\nippo eval ckpt=runs/a\n```\n")
+    second.write_text("```bash\nippo train hydra.run.dir=runs/a\nippo train x=1\n```\n")
+    third.write_text(
+        "```bash\nippo train hydra.run.dir=runs/a\nippo eval ckpt=runs/a seed=1\n```\n"
+    )
+    plan = runs_for([first, second, third])
+    assert [c for _, c in plan["first.md"]] == ["ippo train hydra.run.dir=runs/a",
+                                               "ippo eval ckpt=runs/a"]
+    assert [c for _, c in plan["second.md"]] == ["ippo train x=1"]
+    assert [c for _, c in plan["third.md"]] == ["ippo train hydra.run.dir=runs/a",
+                                               "ippo eval ckpt=runs/a seed=1"]
 
 
 def test_not_run_markers_give_a_reason():
@@ -148,21 +168,15 @@ def test_document_commands_run(document, tmp_path):
         )
 
 
-def test_blocks_parse_markers_and_continuations(tmp_path):
+def test_blocks_parse_markers_and_continuations(tmp_path, monkeypatch):
     page = tmp_path / "page.md"
     page.write_text(
         "<!-- not-run: needs a cluster -->\n```bash\nippo train -m launcher=slurm\n```\n\n"
         "<!-- not-run: -->\n```bash\nmake bench\n```\n\n"
         "```bash\n# a comment\nippo train a=1 \\\n    b=2\n```\n"
     )
-    import tests.test_docs_commands as me
-
-    old = me.REPO
-    me.REPO = tmp_path
-    try:
-        found = blocks(page)
-    finally:
-        me.REPO = old
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    found = blocks(page)
     assert [b.not_run for b in found] == ["needs a cluster", "", None]
     assert found[2].commands == ("ippo train a=1      b=2",)
     assert shortened("ippo train a=1")[-5:] == TINY_TRAIN
