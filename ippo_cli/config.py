@@ -26,13 +26,13 @@ class WrapperConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = MISSING
+    name: str = MISSING  # the env's name in logs and summaries
     # Dotted path to a callable returning a PettingZoo ParallelEnv, e.g.
     # mpe2.simple_spread_v3.parallel_env
     factory: str = MISSING
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    wrappers: list[WrapperConfig] = field(default_factory=list)
-    num_envs: int = 8
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the factory's keyword arguments
+    wrappers: list[WrapperConfig] = field(default_factory=list)  # {factory, kwargs}, in order
+    num_envs: int = 8  # envs stepped side by side
     # pettingzoo | batched (numpy arrays over all envs; mpe2 scenarios, ippo_cli/envs/mpe/)
     backend: str = "pettingzoo"
 
@@ -69,17 +69,17 @@ class AlgorithmConfig:
     batch_size: int = 64
     lr: float = 1e-4
     learn_step: int = 2048
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
     action_std_init: float = 0.0
     clip_coef: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    ent_coef: float = 0.01  # entropy bonus
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # gradient norm clip (actor and critic separately)
     target_kl: float | None = None
-    normalize_images: bool = True
-    update_epochs: int = 4
-    action_batch_size: int | None = None
+    normalize_images: bool = True  # scale image observations by their bounds
+    update_epochs: int = 4  # PPO epochs per rollout
+    action_batch_size: int | None = None  # act on at most this many observations per pass
     total_steps: int = 500_000
     # Communication biases (ippo_cli/biases.py), opt-in per group id: signalling maps a
     # speaker group to its weight, listening a listener group to {weight, message}.
@@ -102,10 +102,10 @@ class HardwareConfig:
 @dataclass
 class WandbConfig:
     mode: str = "offline"  # offline | online | disabled
-    project: str = "ippo"
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
+    project: str = "ippo"  # wandb project
+    entity: str | None = None  # wandb entity (team or user)
+    group: str | None = None  # wandb group
+    tags: list[str] = field(default_factory=list)  # wandb tags
 
 
 @dataclass
@@ -136,10 +136,10 @@ def _default_ranges() -> dict[str, dict[str, float]]:
 class EvolutionConfig:
     """`hpo=evolution`: a population trained side by side, selected and mutated."""
 
-    population_size: int = 4
+    population_size: int = 4  # members
     evo_steps: int = 10_240  # env steps each member trains between evolutions
     eval_loop: int = 5  # evaluation episodes whose mean return is a member's fitness
-    tournament_size: int = 2
+    tournament_size: int = 2  # members drawn (with replacement) per tournament
     elitism: bool = True  # the best member survives unmutated
     target_score: float | None = None  # stop once every member's recent fitness reaches it
     no_mut: float = 0.4  # relative probabilities of each kind of mutation
@@ -150,7 +150,7 @@ class EvolutionConfig:
     rl_hp_mut: float = 0.2
     mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
     # true: members whose rollouts agree in length train as one stack in this process
-    # (ippo_cli.stacked_update); false: one after another (faster today, see README).
+    # (ippo_cli.stacked_update); false: one after another (faster today, see docs/evolution.md).
     stacked: bool = False
     parallel: bool = False  # gone (a warning says so): stacking replaced member processes
     hp_config: dict[str, Any] = field(default_factory=_default_ranges)
@@ -163,12 +163,12 @@ class TrainConfig:
     algorithm: AlgorithmConfig = MISSING
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
-    seed: int = 0
+    seed: int = 0  # seeds the networks, the envs and every sampler
     eval_every: int = 50_000  # env steps between evaluations (0 = only at the end)
-    eval_episodes: int = 10
+    eval_episodes: int = 10  # deterministic episodes per evaluation
     eval_gif: bool = False  # render one evaluation episode to media/ (and wandb) each time
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    progress: bool = True
+    progress: bool = True  # rich progress bar
     resume: str | None = None  # a checkpoint or run directory to continue
     hpo: EvolutionConfig | None = None  # set by hpo=evolution
 
@@ -176,13 +176,13 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     ckpt: str = MISSING
-    episodes: int = 10
-    deterministic: bool = True
-    render: bool = False
+    episodes: int = 10  # episodes to run
+    deterministic: bool = True  # the mode of each action distribution, not a sample
+    render: bool = False  # write an animation of the first episode beside the checkpoint
     video_format: str = "gif"  # gif | mp4 (mp4 needs imageio-ffmpeg)
-    seed: int = 0
-    device: str = "cpu"
-    fps: int = 10
+    seed: int = 0  # seeds the episodes
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    fps: int = 10  # frames per second of the animation
 
 
 def register_configs() -> None:

@@ -82,8 +82,8 @@ def group_id_of(agent_id: str) -> str:
 class IPPO:
     """Independent Proximal Policy Optimization (https://arxiv.org/pdf/2011.09533).
 
-    Arguments and defaults follow the reference library's ``IPPO``; see README for the
-    list. ``action_std_init`` is the initial *log* standard deviation of Box actions.
+    Arguments and defaults follow the reference library's ``IPPO``; see docs/python-api.md
+    for the list. ``action_std_init`` is the initial *log* standard deviation of Box actions.
     """
 
     # Train the groups that can as one stack of networks (ippo_cli.stacked_update); the
