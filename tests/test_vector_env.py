@@ -784,7 +784,7 @@ def test_auto_vec_env_times_the_env_and_steps_where_its_timing_says(monkeypatch)
     from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv
 
     monkeypatch.setattr(launchers, "available_cores", lambda: 2)
-    cfg = train_config(["env=simple_spread", "env.num_envs=2"]).env
+    cfg = train_config(["env=simple_spread", "env.backend=pettingzoo", "env.num_envs=2"]).env
     measured = factory.env_step_seconds(build_env(cfg.factory, cfg.kwargs))
     assert measured is not None and measured > 0
     # A step that sleeps 2 ms is timed at 2 ms or more, however loaded the machine.
