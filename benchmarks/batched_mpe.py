@@ -241,7 +241,7 @@ def eval_parity(ckpt: Path, episodes: int, seed: int, paired: int = 100) -> dict
     from ippo_cli import checkpoint
     from ippo_cli.envs.factory import env_fn
     from ippo_cli.envs.mpe import make_batched_env
-    from ippo_cli.evaluate import run_episodes
+    from ippo_cli.episodes import run_episodes
     from ippo_cli.ippo import IPPO
 
     data = checkpoint.load(ckpt)

@@ -25,19 +25,19 @@ from ippo_cli import checkpoint, distributed
 from ippo_cli.biases import CommunicationBiases, validate_biases
 from ippo_cli.compiled import MODES, maybe_compiled
 from ippo_cli.envs.vector import episodes_ended
-from ippo_cli.evaluate import run_episodes
+from ippo_cli.episodes import run_episodes
+from ippo_cli.groups import group_id_of
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
 from ippo_cli.masks import action_masks, env_defined_actions, mask_dim
 from ippo_cli.networks import StochasticActor, ValueNetwork
 from ippo_cli.networks.encoders import encoder_config_with_defaults, encoder_kind
+from ippo_cli.networks.observations import observation_layout
 from ippo_cli.rollout import GroupRollout
 from ippo_cli.spaces import (
     action_dim,
     action_is_integer,
     action_shape,
     check_action_space,
-    check_observation_space,
-    observation_layout,
     space_from_dict,
     space_to_dict,
 )
@@ -72,11 +72,6 @@ class MultiAgentSetup(enum.Enum):
     HOMOGENEOUS = "homogeneous"
     MIXED = "mixed"
     HETEROGENEOUS = "heterogeneous"
-
-
-def group_id_of(agent_id: str) -> str:
-    """The group of an agent: its id up to the final ``_`` (``bob_0`` -> ``bob``)."""
-    return agent_id.rsplit("_", 1)[0]
 
 
 class IPPO:
@@ -1129,7 +1124,7 @@ def _agent_spaces(observation_spaces, action_spaces, agent_ids):
     for agent in ids:
         if agent not in obs or agent not in act:
             raise ValueError(f"agent '{agent}' has no observation or action space")
-        check_observation_space(obs[agent], f"observation of agent '{agent}'")
+        observation_layout(obs[agent], f"observation of agent '{agent}'")
         check_action_space(act[agent], f"action of agent '{agent}'")
     return obs, act, ids
 

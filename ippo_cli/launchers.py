@@ -8,8 +8,9 @@ them; on SLURM or Ray each job gets the cores it asked for.
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any
+
+from ippo_cli.cores import available_cores
 
 # launcher preset -> (Hydra plugin module, what to install)
 PLUGINS = {
@@ -28,19 +29,6 @@ def missing_plugin(preset: str) -> str | None:
     if importlib.util.find_spec(module) is None:
         return f"launcher={preset} needs the Hydra plugin {module}: pip install {package}"
     return None
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def run_cores(hardware: Any) -> int:
-    """Cores a run may use: ``hardware.cores`` (a sweep job's share), else every core
-    this process may run on."""
-    return hardware.get("cores") or available_cores()
 
 
 def job_cores(launcher: Any, cores: int | None = None) -> int | None:

@@ -6,13 +6,10 @@ checkpoint loads with ``torch.load(weights_only=True)`` and never needs pickled 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-
-if TYPE_CHECKING:
-    from ippo_cli.networks.observations import ObservationLayout
 
 SUPPORTED_ACTION_SPACES = (spaces.Discrete, spaces.Box, spaces.MultiDiscrete, spaces.MultiBinary)
 SUPPORTED_OBSERVATION_SPACES = (
@@ -138,23 +135,6 @@ def check_action_space(space: spaces.Space, role: str = "action") -> None:
         isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim != 1
     ):
         raise unsupported(space, role)
-
-
-def check_observation_space(space: spaces.Space, role: str = "observation") -> None:
-    """Raise the one-line TypeError of :func:`unsupported` if ``space`` cannot be observed."""
-    observation_layout(space, role)
-
-
-def observation_layout(space: spaces.Space, role: str = "observation") -> ObservationLayout:
-    """The :class:`~ippo_cli.networks.observations.ObservationLayout` of ``space``."""
-    from ippo_cli.networks.observations import ObservationLayout
-
-    return ObservationLayout(space, role)
-
-
-def observation_dim(space: spaces.Space) -> int:
-    """Length of the flat float vector of ``space`` (one-hot for discrete parts)."""
-    return observation_layout(space).flat_dim
 
 
 def describe(space: Any, limit: int = 200) -> str:

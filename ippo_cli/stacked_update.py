@@ -30,6 +30,7 @@ import torch
 from torch.optim.adam import adam as adam_step
 
 from ippo_cli.compiled import maybe_compiled
+from ippo_cli.groups import group_id_of
 from ippo_cli.losses import METRIC_NAMES, explained_variance, ppo_terms
 from ippo_cli.networks.distributions import make_distribution
 from ippo_cli.networks.stacked import (
@@ -122,8 +123,6 @@ def stack_sets(agents: Sequence[IPPO], batches: Batches) -> list[list[Key]]:
 
 
 def _stack_key(agent: IPPO, net_id: str, batch: Mapping[str, torch.Tensor]) -> Any:
-    from ippo_cli.ippo import group_id_of
-
     actor, critic = agent.actors[net_id], agent.critics[net_id]
     if agent.biases.listens(group_id_of(net_id)):
         return None
@@ -220,8 +219,6 @@ def update_stack(
     """PPO epochs for the pairs ``keys`` (a set from :func:`stack_sets`) as one stack,
     each epoch's minibatches taken in its ``orders`` (one permutation per epoch); returns
     each pair's mean metrics, as ``IPPO._update_network`` does."""
-    from ippo_cli.ippo import group_id_of
-
     owners = [agents[k] for k, _ in keys]
     actors = [agents[k].actors[i] for k, i in keys]
     critics = [agents[k].critics[i] for k, i in keys]

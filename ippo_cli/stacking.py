@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ippo_cli.cores import run_cores
+
 log = logging.getLogger("ippo")
 
 # Keys in which the members of one stack may differ.
@@ -119,8 +121,6 @@ def plan_stacks(jobs: list[Job], max_members: int) -> tuple[list[list[Job]], lis
 
 def member_config(cfg: DictConfig, members: int) -> DictConfig:
     """A member's config: its env workers share the machine with the other members'."""
-    from ippo_cli.launchers import run_cores
-
     if members > 1 and cfg.hardware.num_workers is None and cfg.env.backend != "batched":
         workers = max(1, run_cores(cfg.hardware) // members)
         cfg.hardware.num_workers = workers

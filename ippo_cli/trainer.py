@@ -21,17 +21,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from ippo_cli import checkpoint, distributed
 from ippo_cli.compiled import resolve_mode
+from ippo_cli.cores import run_cores
 from ippo_cli.envs.factory import env_fn, make_train_env
 from ippo_cli.envs.vector import EnvOutputError
-from ippo_cli.evaluate import EvalResult, run_episodes, write_video
+from ippo_cli.episodes import EvalResult, run_episodes
+from ippo_cli.evaluate import write_video
 from ippo_cli.files import write_text_atomic
 from ippo_cli.ippo import IPPO
-from ippo_cli.launchers import run_cores
 from ippo_cli.loggers import RunLogger, plot_learning_curve
 from ippo_cli.masks import action_masks, env_defined_actions
 from ippo_cli.networks.encoders import sized_encoder_config
+from ippo_cli.networks.observations import observation_layout
 from ippo_cli.run_control import ProgressBar, StopRequest
-from ippo_cli.spaces import observation_layout
 from ippo_cli.stacked_acting import StackedSampler
 
 log = logging.getLogger("ippo")
@@ -114,7 +115,7 @@ def learn_threads_auto(agent: IPPO, dist: distributed.Context, cores: int) -> in
     """Torch threads for learning when hardware.learn_threads is null: one while every
     minibatch is small, where a step is dozens of tiny operations and threads only add
     synchronisation; from ``THREADED_MINIBATCH_ROWS`` rows in a group's minibatch
-    (batch_size x its agents), the run's ``cores`` (:func:`~ippo_cli.launchers.run_cores`),
+    (batch_size x its agents), the run's ``cores`` (:func:`~ippo_cli.cores.run_cores`),
     shared among the data-parallel ranks on this machine.
 
     Measured on 2 cores, 2 threads against 1: no gain at 128 rows (the reference's

@@ -18,12 +18,11 @@ from ippo_cli.networks.encoders import (
     sized_cnn,
     sized_encoder_config,
 )
-from ippo_cli.networks.observations import ObservationLayout
+from ippo_cli.networks.observations import ObservationLayout, observation_layout
 from ippo_cli.spaces import (
     action_dim,
     action_is_integer,
     action_shape,
-    observation_layout,
     space_from_dict,
     space_to_dict,
 )

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ippo_cli import IPPO
 from ippo_cli.envs.vector import EnvOutputError
-from ippo_cli.evaluate import run_episodes
+from ippo_cli.episodes import run_episodes
 from ippo_cli.files import strict_json, write_json
 from ippo_cli.loggers import RunLogger
 from tests.probe_envs import NonFiniteEnv

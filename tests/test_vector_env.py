@@ -756,10 +756,10 @@ def test_autoreset_seeds_differ_per_episode_and_match_sync_async():
 
 
 def test_auto_vec_env_uses_workers_only_when_they_can_run_side_by_side(monkeypatch):
-    from ippo_cli import launchers
+    from ippo_cli.envs import factory
     from ippo_cli.envs.factory import vec_env_kind
 
-    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    monkeypatch.setattr(factory, "available_cores", lambda: 2)
     assert vec_env_kind("auto", num_envs=8, num_workers=None) == "async"
     # A fast env steps in-process: worker round trips would cost more than they save...
     assert vec_env_kind("auto", num_envs=8, num_workers=None, step_seconds=2e-4) == "sync"
@@ -773,17 +773,16 @@ def test_auto_vec_env_uses_workers_only_when_they_can_run_side_by_side(monkeypat
     assert vec_env_kind("auto", num_envs=1, num_workers=None) == "sync"
     assert vec_env_kind("auto", num_envs=8, num_workers=1) == "sync"
     assert vec_env_kind("sync", num_envs=8, num_workers=None) == "sync"
-    monkeypatch.setattr(launchers, "available_cores", lambda: 1)
+    monkeypatch.setattr(factory, "available_cores", lambda: 1)
     assert vec_env_kind("auto", num_envs=8, num_workers=None) == "sync"
     assert vec_env_kind("async", num_envs=8, num_workers=None) == "async"
 
 
 def test_auto_vec_env_times_the_env_and_steps_where_its_timing_says(monkeypatch):
-    from ippo_cli import launchers
     from ippo_cli.envs import factory
     from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv
 
-    monkeypatch.setattr(launchers, "available_cores", lambda: 2)
+    monkeypatch.setattr(factory, "available_cores", lambda: 2)
     cfg = train_config(["env=simple_spread", "env.backend=pettingzoo", "env.num_envs=2"]).env
     measured = factory.env_step_seconds(build_env(cfg.factory, cfg.kwargs))
     assert measured is not None and measured > 0

@@ -13,6 +13,7 @@ from typing import Any
 from pettingzoo import AECEnv
 from pettingzoo.utils.conversions import aec_to_parallel
 
+from ippo_cli.cores import available_cores
 from ippo_cli.envs.mpe import BatchedMPE, make_batched_env
 from ippo_cli.envs.vector import AsyncVecEnv, SyncVecEnv, make_vec_env
 
@@ -183,8 +184,6 @@ def vec_env_kind(
     None = unknown); else every env in this process (sync)."""
     if kind != "auto":
         return kind
-    from ippo_cli.launchers import available_cores
-
     parallel = min(available_cores(), num_envs, num_workers or num_envs)
     if parallel < 2:
         return "sync"

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from ippo_cli.envs.factory import env_fn
-from ippo_cli.evaluate import run_episodes
+from ippo_cli.episodes import run_episodes
 from ippo_cli.ippo import IPPO
 from ippo_cli.run_stack import collect_together
 from ippo_cli.stacked_update import update_agents

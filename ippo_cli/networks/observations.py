@@ -233,3 +233,9 @@ def _checked_array(obs: Any, space: spaces.Space, batch_ndim: int, name: str) ->
             f"with {batch_ndim} batch dim(s)"
         )
     return x
+
+
+def observation_layout(space: spaces.Space, role: str = "observation") -> ObservationLayout:
+    """The :class:`ObservationLayout` of ``space``; the one-line TypeError of
+    :func:`~ippo_cli.spaces.unsupported` if ``space`` cannot be observed."""
+    return ObservationLayout(space, role)
