@@ -4,10 +4,11 @@ budget, run by benchmarks/vs_reference.py in the reference's own virtual environ
     <agilerl venv>/bin/python benchmarks/reference_loop.py STEPS
 
 The loop body is the docs' code (speaker_listener continuous, 8 envs, batch_size 128, the
-defaults learn_step 2048 and 4 epochs), with two changes: no tqdm bar, and the step budget
-is checked after every rollout + learn. As printed, the docs' outer
+defaults learn_step 2048 and 4 epochs), with three changes: no tqdm bar; the step budget is
+checked after every rollout + learn (as printed, the docs' outer
 ``for _ in range(agent.learn_step)`` runs 2048 rollouts of 2048 env steps before the budget
-is first checked (about 4.2M env steps), so it is left out. Prints the env steps done as JSON.
+is first checked, about 4.2M env steps, so it is left out); and ``agent.steps`` is an int in
+2.58 (the docs' ``agent.steps[-1]`` raises TypeError). Prints the env steps done as JSON.
 """
 
 import json
@@ -102,6 +103,6 @@ while steps < max_steps:
                 done = {agent_id: np.zeros(num_envs) for agent_id in agent.agent_ids}
     experiences = (states, actions, log_probs, rewards, dones, values, next_obs, next_done)
     agent.learn(experiences)
-    agent.steps[-1] = steps
+    agent.steps = steps
 env.close()
 print(json.dumps({"env_steps": steps}))

@@ -47,6 +47,15 @@ OURS = [
     "eval_every=0",
     "checkpoint.every=0",
 ]
+# Runs of one round, in order: (side, environment added). The reference as shipped uses
+# torch's default intra-op threads (one per core), which on a loaded machine contend with its
+# env workers; the one-thread variant shows how much of the gap that is (ours sets its own
+# threads: hardware.threads).
+VARIANTS = {
+    "reference": ("reference", {}),
+    "reference_one_thread": ("reference", {"OMP_NUM_THREADS": "1"}),
+    "ours": ("ours", {}),
+}
 
 
 def reference_python() -> Path:
@@ -62,12 +71,12 @@ def reference_python() -> Path:
     return python
 
 
-def timed(cmd: list[str], steps: int) -> tuple[dict, str]:
-    """Run ``cmd`` to the end; its wall time, CPU time of its process tree and speed, and
-    its standard output."""
+def timed(cmd: list[str], steps: int, env: dict[str, str]) -> tuple[dict, str]:
+    """Run ``cmd`` to the end with ``env`` added to the environment; its wall time, CPU time
+    of its process tree and speed, and its standard output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
@@ -107,15 +116,16 @@ def main() -> None:
     steps = -(-steps // STEPS_PER_ROLLOUT) * STEPS_PER_ROLLOUT
 
     reference_cmd = [str(reference_python()), str(HERE / "reference_loop.py"), str(steps)]
-    runs: dict[str, list[dict]] = {"reference": [], "ours": []}
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     load_before = os.getloadavg()
     with TemporaryDirectory() as tmp:
         ours_cmd = [sys.executable, "-m", "ippo_cli", "train", *OURS]
         ours_cmd += [f"algorithm.total_steps={steps}", f"hydra.run.dir={tmp}/run"]
         for i in range(args.rounds):
-            for name, cmd in (("reference", reference_cmd), ("ours", ours_cmd)):
-                run, stdout = timed(cmd, steps)
-                if name == "reference":
+            for name, (side, env) in VARIANTS.items():
+                cmd = reference_cmd if side == "reference" else ours_cmd
+                run, stdout = timed(cmd, steps, env)
+                if side == "reference":
                     done = json.loads(stdout.splitlines()[-1])["env_steps"]
                     if done != steps:
                         sys.exit(
@@ -129,7 +139,8 @@ def main() -> None:
                     flush=True,
                 )
     load_after = os.getloadavg()
-    ref, ours = summary(runs["reference"]), summary(runs["ours"])
+    medians = {name: summary(r) for name, r in runs.items()}
+    ours = medians["ours"]
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.vs_reference"
@@ -152,16 +163,28 @@ def main() -> None:
             f"benchmarks/reference_loop.py {steps}",
             "ours": "ippo train " + " ".join(OURS) + f" algorithm.total_steps={steps}",
         },
+        "environment_added": {name: env for name, (_, env) in VARIANTS.items()},
         "runs": runs,
-        "median": {"reference": ref, "ours": ours},
-        "wall_time_ratio": ref["wall_seconds"] / ours["wall_seconds"],
-        "cpu_time_ratio": ref["cpu_seconds"] / ours["cpu_seconds"],
+        "median": medians,
+        # reference variant / ours, from the medians
+        "wall_time_ratio": {
+            name: m["wall_seconds"] / ours["wall_seconds"]
+            for name, m in medians.items()
+            if name != "ours"
+        },
+        "cpu_time_ratio": {
+            name: m["cpu_seconds"] / ours["cpu_seconds"]
+            for name, m in medians.items()
+            if name != "ours"
+        },
     }
     write_json(RESULTS / "vs_reference.json", result)
-    print(
-        f"reference / ours, medians of {args.rounds}: wall time {result['wall_time_ratio']:.2f}x, "
-        f"CPU time {result['cpu_time_ratio']:.2f}x"
-    )
+    for name in result["wall_time_ratio"]:
+        print(
+            f"{name} / ours, medians of {args.rounds}: "
+            f"wall time {result['wall_time_ratio'][name]:.2f}x, "
+            f"CPU time {result['cpu_time_ratio'][name]:.2f}x"
+        )
 
 
 if __name__ == "__main__":
