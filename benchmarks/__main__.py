@@ -12,6 +12,7 @@ import sys
 # Fast first: a speed table within minutes, then the long learning runs.
 ORDER = [
     "speed",
+    "vs_reference",
     "allreduce",
     "batched_mpe",
     "mpe_suite",
