@@ -136,4 +136,3 @@ def plot_learning_curve(metrics_path: Path, out_path: Path, title: str = "") -> 
             ax.plot(*zip(*evals, strict=True), "o-", label="evaluation (deterministic)")
         label(ax, "env steps", "episode return (sum over agents)", title)
     return out_path
-

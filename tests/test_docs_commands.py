@@ -106,9 +106,7 @@ def runs_for(documents: list[Path]) -> dict[str, list[tuple[int, str]]]:
                 mine += [(block.line, c) for c in block.commands if c not in {m for _, m in mine}]
         chained = {c for _, c in mine if "runs/" in c}
         keep = [
-            (line, c)
-            for line, c in mine
-            if c not in seen or (c in chained and not chained <= seen)
+            (line, c) for line, c in mine if c not in seen or (c in chained and not chained <= seen)
         ]
         seen |= {c for _, c in mine}
         if keep:
@@ -132,11 +130,15 @@ def test_run_directory_chains_are_skipped_only_whole(tmp_path, monkeypatch):
         "```bash\nippo train hydra.run.dir=runs/a\nippo eval ckpt=runs/a seed=1\n```\n"
     )
     plan = runs_for([first, second, third])
-    assert [c for _, c in plan["first.md"]] == ["ippo train hydra.run.dir=runs/a",
-                                               "ippo eval ckpt=runs/a"]
+    assert [c for _, c in plan["first.md"]] == [
+        "ippo train hydra.run.dir=runs/a",
+        "ippo eval ckpt=runs/a",
+    ]
     assert [c for _, c in plan["second.md"]] == ["ippo train x=1"]
-    assert [c for _, c in plan["third.md"]] == ["ippo train hydra.run.dir=runs/a",
-                                               "ippo eval ckpt=runs/a seed=1"]
+    assert [c for _, c in plan["third.md"]] == [
+        "ippo train hydra.run.dir=runs/a",
+        "ippo eval ckpt=runs/a seed=1",
+    ]
 
 
 def test_not_run_markers_give_a_reason():
@@ -163,8 +165,7 @@ def test_document_commands_run(document, tmp_path):
             timeout=HANG_GUARD_SECONDS,
         )
         assert result.returncode == 0, (
-            f"{document}:{line}: `{command}` exited {result.returncode}:\n"
-            f"{result.stderr[-2000:]}"
+            f"{document}:{line}: `{command}` exited {result.returncode}:\n{result.stderr[-2000:]}"
         )
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import run_cli, run_training
 
 # What a user writes: a ParallelEnv and a factory that takes its own kwargs (no render_mode).
-USER_MODULE = '''
+USER_MODULE = """
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -55,7 +55,7 @@ class TwoAgents(ParallelEnv):
 
 def make(**kwargs):
     return TwoAgents(**kwargs)
-'''
+"""
 
 TINY = [
     "logger=none",
@@ -140,9 +140,10 @@ def test_an_aec_env_whose_agents_act_together_is_converted_and_trains(tmp_path):
     ]
     result = run_cli(args, tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "converted to a ParallelEnv with pettingzoo's aec_to_parallel" in (
-        run / "train.log"
-    ).read_text()
+    assert (
+        "converted to a ParallelEnv with pettingzoo's aec_to_parallel"
+        in (run / "train.log").read_text()
+    )
     assert json.loads((run / "summary.json").read_text())["env_steps"] == 64
 
 
