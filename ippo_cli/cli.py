@@ -266,11 +266,11 @@ def expand_sweeps(overrides: list[str], command: str = "train") -> list[list[str
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise UserError(_reason(exc)) from None
+    open_keys = OPEN_KEYS[command]
     choices = []
     for o in parsed:
         if o.key_or_group.startswith("hydra"):
             continue
-        open_keys = OPEN_KEYS[command]
         if o.is_add() and not o.key_or_group.startswith(open_keys):
             raise UserError(
                 f"unknown key '{o.key_or_group}'; '+' adds keys only under "

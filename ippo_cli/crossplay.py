@@ -27,8 +27,9 @@ RANDOM = "random"
 
 class RandomPolicy:
     """Uniform over each agent's action space: among the legal actions where the env gives
-    an action mask, and the env's own action where it defines one. It always samples
-    (``deterministic`` has nothing to choose). Acts on one env's observations."""
+    an action mask, and the env's own action where it defines one. It samples even when
+    asked to act deterministically (a uniform distribution has no mode to take). Acts on
+    one env's observations."""
 
     def __init__(self, action_spaces: Mapping[str, spaces.Space], seed: int) -> None:
         self.action_spaces = {}
@@ -38,7 +39,11 @@ class RandomPolicy:
             self.action_spaces[agent] = space
 
     def get_action(
-        self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, **_: Any
+        self,
+        obs: Mapping[str, Any],
+        infos: Mapping[str, Any] | None = None,
+        *,
+        deterministic: bool = False,
     ) -> tuple[dict[str, Any]]:
         actions = {}
         for agent in obs:
