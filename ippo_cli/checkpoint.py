@@ -42,6 +42,20 @@ def save(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory whose ``checkpoints/last.pt`` is taken."""
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        raise CheckpointError(
+            f"'{path}' is a directory without checkpoints/last.pt; give a .pt file or a run "
+            "directory"
+        )
+    return p
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save`, refusing anything else with a clear error."""
     path = Path(path)

@@ -59,14 +59,18 @@ INFO_FLAGS = {
 }
 MAX_PREFLIGHT_COMBINATIONS = 256
 _NO_DETAIL = "invalid configuration"  # an error whose message is blank
-# Config nodes that take arbitrary keys (`+env.kwargs.N=5`); everything else is a schema.
-OPEN_KEYS = (
-    "env.kwargs.",
-    "network.groups.",
-    "hpo.hp_config.",
-    "algorithm.signalling.",
-    "algorithm.listening.",
-)
+# Config nodes that take arbitrary keys (`+env.kwargs.N=5`), per command; everything else
+# is a schema.
+OPEN_KEYS = {
+    "train": (
+        "env.kwargs.",
+        "network.groups.",
+        "hpo.hp_config.",
+        "algorithm.signalling.",
+        "algorithm.listening.",
+    ),
+    "eval": ("replace.",),
+}
 
 
 class UserError(Exception):
@@ -139,7 +143,7 @@ def preflight(command: str, args: list[str]) -> None:
     stacked = multirun and "launcher=stacked" in overrides
     if stacked:
         check_max_members(overrides)
-    combos = expand_sweeps(overrides)
+    combos = expand_sweeps(overrides, command)
     # Jobs that differ only in their seed build the same env and networks: built once
     # (speaker_listener's take 0.8 s of CPU; a sweep may have a thousand jobs).
     built: set[tuple[str, ...]] = set()
@@ -201,8 +205,7 @@ def _resume_value(args: list[str]) -> str | None:
 
 def resume_checkpoint(path: str) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume (a file, or a run directory's checkpoints/last.pt)."""
-    from ippo_cli.checkpoint import CheckpointError, load
-    from ippo_cli.evaluate import resolve_checkpoint
+    from ippo_cli.checkpoint import CheckpointError, load, resolve_checkpoint
 
     try:
         ckpt = resolve_checkpoint(path)
@@ -256,20 +259,22 @@ def resumed_config(cfg: DictConfig, data: dict[str, Any], overrides: list[str]) 
     return resumed
 
 
-def expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """Every combination of a sweep (``key=a,b``) as a plain list of overrides."""
+def expand_sweeps(overrides: list[str], command: str = "train") -> list[list[str]]:
+    """Every combination of a sweep (``key=a,b``) of ``command``'s overrides as a plain
+    list of overrides."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise UserError(_reason(exc)) from None
+    open_keys = OPEN_KEYS[command]
     choices = []
     for o in parsed:
         if o.key_or_group.startswith("hydra"):
             continue
-        if o.is_add() and not o.key_or_group.startswith(OPEN_KEYS):
+        if o.is_add() and not o.key_or_group.startswith(open_keys):
             raise UserError(
                 f"unknown key '{o.key_or_group}'; '+' adds keys only under "
-                f"{', '.join(k.rstrip('.') for k in OPEN_KEYS)} (check the spelling)"
+                f"{', '.join(k.rstrip('.') for k in open_keys)} (check the spelling)"
             )
         if not o.is_sweep_override():
             choices.append([o.input_line])
@@ -354,6 +359,11 @@ def describe_config_error(exc: BaseException) -> str:
             err, "full_key", None
         ):
             parent = err.full_key.rpartition(".")[0]
+            if any(f"{parent}." in keys for keys in OPEN_KEYS.values()):
+                return (
+                    f"'{err.full_key}' is a new key under '{parent}': add it with '+' "
+                    f"(+{err.full_key}=...)"
+                )
             return f"unknown key '{err.full_key}'" + (
                 f" in '{parent}'; check the spelling" if parent else "; check the spelling"
             )

@@ -183,6 +183,9 @@ class EvalConfig:
     seed: int = 0  # seeds the episodes
     device: str = "cpu"  # cpu | cuda | cuda:N
     fps: int = 10  # frames per second of the animation
+    # group -> who plays it instead of the checkpoint's policy: random, or a checkpoint
+    # (or run directory) whose policy for that group takes over (+replace.adversary=random)
+    replace: dict[str, str] = field(default_factory=dict)
 
 
 def register_configs() -> None:

@@ -3,15 +3,28 @@ the evaluation behind ``IPPO.test``, the periodic evaluation of `ippo train` and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ippo_cli.envs.vector import EnvOutputError, non_finite_outcome
 
-if TYPE_CHECKING:
-    from ippo_cli.ippo import IPPO
+
+class Player(Protocol):
+    """What plays an episode: an ``IPPO`` agent, or ``ippo eval``'s line-up of policies
+    (ippo_cli.crossplay). ``get_action``'s first output holds the actions."""
+
+    agent_ids: list[str]
+    grouped_agents: dict[str, list[str]]
+    training: bool
+
+    def set_training_mode(self, training: bool) -> None: ...
+
+    def get_action(
+        self, obs: Mapping[str, Any], infos: Mapping[str, Any] | None = None, *, deterministic: bool
+    ) -> tuple[dict[str, Any], ...]: ...
 
 
 @dataclass
@@ -31,18 +44,19 @@ class EvalResult:
 
     def group_returns(self) -> dict[str, np.ndarray]:
         """Each episode's return averaged over the agents of each group."""
+        return {g: r.mean(axis=1) for g, r in self._by_group().items()}
+
+    def group_sums(self) -> dict[str, np.ndarray]:
+        """Each episode's return summed over the agents of each group."""
+        return {g: r.sum(axis=1) for g, r in self._by_group().items()}
+
+    def _by_group(self) -> dict[str, np.ndarray]:
+        """Each group's columns of ``returns``: (episodes, agents of the group)."""
         index = {a: i for i, a in enumerate(self.agent_ids)}
-        return {
-            g: self.returns[:, [index[a] for a in agents]].mean(axis=1)
-            for g, agents in self.groups.items()
-        }
+        return {g: self.returns[:, [index[a] for a in ag]] for g, ag in self.groups.items()}
 
     def summary(self) -> dict[str, Any]:
         """Means and standard deviations as plain data (for eval.json and metrics)."""
-
-        def stats(x: np.ndarray) -> dict[str, float]:
-            return {"mean": float(np.mean(x)), "std": float(np.std(x))}
-
         return {
             "episodes": int(len(self.lengths)),
             "return": stats(self.summed),
@@ -52,8 +66,13 @@ class EvalResult:
         }
 
 
+def stats(x: np.ndarray) -> dict[str, float]:
+    """Mean and standard deviation as plain data."""
+    return {"mean": float(np.mean(x)), "std": float(np.std(x))}
+
+
 def run_episodes(
-    agent: IPPO,
+    agent: Player,
     env: Any,
     episodes: int,
     deterministic: bool = True,

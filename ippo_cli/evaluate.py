@@ -1,5 +1,6 @@
-"""`ippo eval`: rebuild an agent from a checkpoint, play episodes on its own env, report
-the returns and write eval.json and a video."""
+"""`ippo eval`: rebuild an agent from a checkpoint, play episodes on its own env (with
+groups replaced as ``+replace.<group>=...`` asks, ippo_cli.crossplay), report the returns
+and write eval.json and a video."""
 
 from __future__ import annotations
 
@@ -7,27 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ippo_cli import checkpoint
-from ippo_cli.checkpoint import CheckpointError
+from ippo_cli.checkpoint import CheckpointError, resolve_checkpoint
+from ippo_cli.crossplay import build_lineup
 from ippo_cli.envs.factory import RenderModeError, env_fn
-from ippo_cli.episodes import EvalResult, run_episodes
+from ippo_cli.episodes import run_episodes, stats
 from ippo_cli.files import write_json
 from ippo_cli.ippo import IPPO
-
-
-def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint file, or a run directory whose ``checkpoints/last.pt`` is taken."""
-    p = Path(path)
-    if p.is_dir():
-        last = p / "checkpoints" / "last.pt"
-        if last.is_file():
-            return last
-        raise CheckpointError(
-            f"ckpt='{path}' is a directory without checkpoints/last.pt; give a .pt file "
-            "or a run directory"
-        )
-    return p
 
 
 def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
@@ -44,13 +33,15 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         )
     run_cfg = data["config"]
     agent = IPPO.from_dict(data["agent"], cfg.device)
+    lineup, policies = build_lineup(agent, path, cfg.replace, cfg.seed, cfg.device)
     try:
         env = env_fn(run_cfg["env"], render_mode="rgb_array" if cfg.render else None)()
     except RenderModeError as exc:
         raise ValueError(f"render=true: {exc}; evaluate without render=true") from None
+    torch.manual_seed(cfg.seed)  # the draws of deterministic=false
     try:
         result = run_episodes(
-            agent,
+            lineup,
             env,
             cfg.episodes,
             deterministic=cfg.deterministic,
@@ -59,6 +50,7 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         )
     finally:
         env.close()
+    sums = result.group_sums()
     report = {
         "checkpoint": str(path),
         "env": run_cfg["env"]["name"],
@@ -66,13 +58,18 @@ def evaluate_checkpoint(cfg: Any) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "env_steps": data.get("trainer", {}).get("env_steps"),
         **result.summary(),
+        # per group: who played it, and its return summed over its agents
+        "players": {
+            g: {"policy": policies[g], "agents": agents, "return": stats(sums[g])}
+            for g, agents in result.groups.items()
+        },
     }
     write_json(path.parent / "eval.json", report)
     if cfg.render:
         report["video"] = str(
             write_video(result.frames, path.parent / f"eval.{cfg.video_format}", cfg.fps)
         )
-    print_report(report, result)
+    print_report(report)
     return report
 
 
@@ -119,21 +116,25 @@ def write_video(frames: list[np.ndarray], out: Path, fps: int) -> Path:
     return out
 
 
-def print_report(report: dict[str, Any], result: EvalResult) -> None:
+def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"ippo eval: {report['env']}, {report['episodes']} episodes")
     table.add_column("")
+    table.add_column("policy")
     table.add_column("return (mean ± std)", justify="right")
-    for group, s in report["groups"].items():
-        n = len(result.groups[group])
-        label = f"group {group}" + (f" ({n} agents, per agent)" if n > 1 else "")
-        table.add_row(label, f"{s['mean']:.3f} ± {s['std']:.3f}")
+    for group, player in report["players"].items():
+        n = len(player["agents"])
+        label = f"group {group}" + (f" ({n} agents, summed)" if n > 1 else "")
+        policy = player["policy"]
+        policy = "this checkpoint" if policy == report["checkpoint"] else policy
+        s = player["return"]
+        table.add_row(label, policy, f"{s['mean']:.3f} ± {s['std']:.3f}")
     s = report["return"]
-    table.add_row("sum over agents", f"{s['mean']:.3f} ± {s['std']:.3f}")
+    table.add_row("sum over agents", "", f"{s['mean']:.3f} ± {s['std']:.3f}")
     s = report["episode_length"]
-    table.add_row("episode length", f"{s['mean']:.1f} ± {s['std']:.1f}")
+    table.add_row("episode length", "", f"{s['mean']:.1f} ± {s['std']:.1f}")
     console = Console()
     console.print(table)
     console.print(f"wrote {Path(report['checkpoint']).parent / 'eval.json'}")

@@ -30,6 +30,7 @@ LAYERS = {
         "ippo_cli.stacking",
         "ippo_cli.sweep",
         "ippo_cli.evaluate",
+        "ippo_cli.crossplay",
         "ippo_cli.evolution",
     ],
     "algorithm": [
