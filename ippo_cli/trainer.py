@@ -506,13 +506,20 @@ class Trainer:
 
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""
+        with self.judged_learning():
+            return self.agent.update(self.rollouts, generator=self.generator)
+
+    @contextmanager
+    def judged_learning(self) -> Iterator[int]:
+        """:meth:`learning_threads` around one update (this run's, or a stack's whose
+        threads this run sets), whose CPU share is then judged (:meth:`_check_cpu_share`;
+        not the first update's, which compiles and warms up)."""
         cpu, wall = time.process_time(), time.perf_counter()
         with self.learning_threads() as threads:
-            metrics = self.agent.update(self.rollouts, generator=self.generator)
+            yield threads
         if self._warmed_up:
             self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
         self._warmed_up = True
-        return metrics
 
     @contextmanager
     def learning_threads(self) -> Iterator[int]:
