@@ -161,10 +161,15 @@ def build_agent(
 
 
 def compile_mode_of(cfg: DictConfig, device: torch.device) -> str | None:
-    """The run's torch_compiler: hardware.torch_compile, with ``auto`` resolved for a run
-    of total_steps / learn_step updates on ``device`` (and logged)."""
-    updates = cfg.algorithm.total_steps // cfg.algorithm.learn_step
-    return resolve_mode(cfg.hardware.torch_compile, device, updates)
+    """The run's torch_compiler: hardware.torch_compile, with ``auto`` resolved (and
+    logged) for the updates each network trains for on ``device``: total_steps /
+    learn_step, shared among an evolution's members (its total_steps is the population's
+    budget)."""
+    steps, per = cfg.algorithm.total_steps, ""
+    if cfg.get("hpo") is not None:
+        steps, per = steps // cfg.hpo.population_size, " per member"
+    updates = steps // cfg.algorithm.learn_step
+    return resolve_mode(cfg.hardware.torch_compile, device, updates, per)
 
 
 @dataclass
