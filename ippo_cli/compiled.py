@@ -46,19 +46,22 @@ def cpp_compiler() -> str | None:
         return None
 
 
-def resolve_mode(setting: str | None, device: torch.device, updates: int) -> str | None:
+def resolve_mode(
+    setting: str | None, device: torch.device, updates: int, per: str = ""
+) -> str | None:
     """The compile mode for ``hardware.torch_compile=setting``: itself, or for ``auto``
-    ``default`` on CPU when the run has ``AUTO_MIN_UPDATES`` updates or more and a C++
-    compiler is installed, else None (eager). ``auto`` says what it chose in the log."""
+    ``default`` on CPU when the run has ``AUTO_MIN_UPDATES`` updates or more (``per``:
+    what they are counted per, for the log, e.g. " per member") and a C++ compiler is
+    installed, else None (eager). ``auto`` says what it chose in the log."""
     if setting != "auto":
         return setting
     if device.type != "cpu":
         why, mode = f"not on {device.type} (measured on CPU only)", None
     elif updates < AUTO_MIN_UPDATES:
-        why, mode = f"{updates} updates are too few to repay compiling", None
+        why, mode = f"{updates} updates{per} are too few to repay compiling", None
     elif cpp_compiler() is None:
         why, mode = "no C++ compiler for inductor's CPU kernels", None
     else:
-        why, mode = f"{updates} updates on CPU", "default"
+        why, mode = f"{updates} updates{per} on CPU", "default"
     log.info("hardware.torch_compile=auto: %s -> %s", why, mode or "eager")
     return mode

@@ -87,12 +87,16 @@ class RunStack:
         live = done
         t1 = time.perf_counter()
         members = [self.members[k] for k in live]
-        with members[0].learning_threads():
+        # The first member's threads learn for the stack, and are judged as its own: on
+        # cores that other processes hold, every member falls back to one thread.
+        with members[0].judged_learning():
             metrics = update_agents(
                 [m.agent for m in members],
                 [m.rollouts for m in members],
                 [m.generator for m in members],
             )
+        for m in members[1:]:
+            m.learn_threads = members[0].learn_threads
         rows = [
             self._guard(k, self.members[k].after_update, m, t0, t1)[1]
             for k, m in zip(live, metrics, strict=True)

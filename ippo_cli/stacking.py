@@ -141,7 +141,9 @@ def run_stack(jobs: list[Job], notes: list[str] = ()) -> list[dict[str, Any]]:
     summaries: dict[int, dict[str, Any]] = {}
     for i, job in enumerate(jobs):
         try:
-            trainers[i] = Trainer(member_config(job.cfg, len(jobs)), job.run_dir)
+            trainers[i] = Trainer(
+                member_config(job.cfg, len(jobs)), job.run_dir, stacked_runs=len(jobs)
+            )
         except Exception as exc:
             summaries[i] = {
                 **metrics_summary(job.run_dir),

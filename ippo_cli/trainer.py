@@ -160,11 +160,19 @@ def build_agent(
     )
 
 
-def compile_mode_of(cfg: DictConfig, device: torch.device) -> str | None:
-    """The run's torch_compiler: hardware.torch_compile, with ``auto`` resolved for a run
-    of total_steps / learn_step updates on ``device`` (and logged)."""
-    updates = cfg.algorithm.total_steps // cfg.algorithm.learn_step
-    return resolve_mode(cfg.hardware.torch_compile, device, updates)
+def compile_mode_of(cfg: DictConfig, device: torch.device, runs: int = 1) -> str | None:
+    """The run's torch_compiler: hardware.torch_compile, with ``auto`` resolved (and
+    logged) for the updates one compiled learner serves on ``device``: total_steps /
+    learn_step for each of the ``runs`` that learn as one stack (one compiled update
+    trains them all); an evolution's members count alone, each with its share of the
+    population's total_steps."""
+    steps, per = cfg.algorithm.total_steps, ""
+    if cfg.get("hpo") is not None:
+        steps, per = steps // cfg.hpo.population_size, " per member"
+    updates = steps // cfg.algorithm.learn_step
+    if runs > 1:
+        updates, per = updates * runs, f" ({runs} stacked runs of {updates})"
+    return resolve_mode(cfg.hardware.torch_compile, device, updates, per)
 
 
 @dataclass
@@ -237,9 +245,15 @@ class Trainer:
     """Owns the training env, the agent, its rollout storage and the run directory."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, resume: dict[str, Any] | None = None
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        resume: dict[str, Any] | None = None,
+        stacked_runs: int = 1,
     ) -> None:
-        """``resume`` is a checkpoint's data: training continues exactly where it was saved."""
+        """``resume`` is a checkpoint's data: training continues exactly where it was saved.
+        ``stacked_runs``: the runs this one learns with as one stack (itself included),
+        which share its compiled learner (see :func:`compile_mode_of`)."""
         self.cfg = cfg
         self.resume = resume
         self.run_dir = run_dir
@@ -277,7 +291,7 @@ class Trainer:
                 [self.env.single_action_space(a) for a in agents],
                 agents,
                 self.device,
-                compile_mode_of(cfg, self.device),
+                compile_mode_of(cfg, self.device, stacked_runs),
             )
         except BaseException:
             self.env.close()
@@ -506,13 +520,20 @@ class Trainer:
 
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""
+        with self.judged_learning():
+            return self.agent.update(self.rollouts, generator=self.generator)
+
+    @contextmanager
+    def judged_learning(self) -> Iterator[int]:
+        """:meth:`learning_threads` around one update (this run's, or a stack's whose
+        threads this run sets), whose CPU share is then judged (:meth:`_check_cpu_share`;
+        not the first update's, which compiles and warms up)."""
         cpu, wall = time.process_time(), time.perf_counter()
         with self.learning_threads() as threads:
-            metrics = self.agent.update(self.rollouts, generator=self.generator)
+            yield threads
         if self._warmed_up:
             self._check_cpu_share(threads, time.process_time() - cpu, time.perf_counter() - wall)
         self._warmed_up = True
-        return metrics
 
     @contextmanager
     def learning_threads(self) -> Iterator[int]:

@@ -106,6 +106,33 @@ def test_a_population_trains_the_same_as_one_stack_and_member_by_member(tmp_path
         assert a["fitness"] == pytest.approx(b["fitness"], rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.parametrize("stacked", [True, False])
+def test_a_population_starved_of_cpu_learns_on_one_thread(tmp_path, monkeypatch, stacked):
+    # As a lone run does: the population's updates are judged, and once starved every
+    # training slot learns on one thread.
+    from ippo_cli import trainer as trainer_module
+    from ippo_cli.evolution import member as member_module
+
+    monkeypatch.setattr(trainer_module, "learn_threads_auto", lambda *args: 2)
+    monkeypatch.setattr(trainer_module, "STARVED_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(trainer_module, "STARVED_CPU_SHARE", 1e9)  # every update starved
+    seen = []
+    update = member_module.update_agents
+    monkeypatch.setattr(
+        member_module,
+        "update_agents",
+        lambda *args: seen.append(torch.get_num_threads()) or update(*args),
+    )
+    _evolve(
+        tmp_path,
+        BOX_PROBE
+        + ["hpo.population_size=2", "algorithm.total_steps=2048", "hpo.evo_steps=512"]
+        + [f"hpo.stacked={str(stacked).lower()}"],
+    )
+    assert seen[:3] == [2, 2, 1]  # the first update warms up, unjudged; the second starves
+    assert set(seen[2:]) == {1}  # every member's turns, every later generation
+
+
 def test_hpo_parallel_is_gone_with_a_one_line_warning(tmp_path, capsys):
     _evolve(
         tmp_path,

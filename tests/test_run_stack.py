@@ -12,7 +12,10 @@ import pytest
 import torch
 from gymnasium import spaces
 
+from ippo_cli import run_stack as run_stack_module
+from ippo_cli import trainer as trainer_module
 from ippo_cli.run_stack import RunStack
+from ippo_cli.stacked_update import update_agents
 from ippo_cli.stacking import Job, plan_stacks
 from ippo_cli.trainer import Trainer
 from tests.conftest import probe_overrides, train_config
@@ -124,6 +127,28 @@ def test_a_member_stopping_early_for_kl_does_not_hold_the_others_back(tmp_path):
     RunStack([tight, free]).run()
     updates = [t.agent.last_metrics["agent"]["updates"] for t in (tight, free)]
     assert updates[0] < updates[1] == 2 * (64 // 16)
+
+
+def test_a_stack_starved_of_cpu_learns_on_one_thread_for_every_member(tmp_path, monkeypatch):
+    # Other processes on the cores make a stack's two learning threads spin against them:
+    # the stack's updates are judged as a lone run's, and every member falls back.
+    monkeypatch.setattr(trainer_module, "learn_threads_auto", lambda *args: 2)
+    monkeypatch.setattr(trainer_module, "STARVED_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(trainer_module, "STARVED_CPU_SHARE", 1e9)  # every update starved
+    seen = []
+
+    def update(*args):
+        seen.append(torch.get_num_threads())
+        return update_agents(*args)
+
+    monkeypatch.setattr(run_stack_module, "update_agents", update)
+    three = [*PROBE, "algorithm.total_steps=192"]
+    members = [_trainer(tmp_path, f"m{seed}", [*three, f"seed={seed}"]) for seed in (0, 1)]
+    RunStack(members).run()
+    assert seen == [2, 2, 1]  # the first update warms up, unjudged; the second starves
+    assert [m.learn_threads for m in members] == [1, 1]
+    for m in members:
+        assert "goes on with hardware.learn_threads=1" in (m.run_dir / "train.log").read_text()
 
 
 def test_a_failing_member_stops_alone_and_the_others_train_on(tmp_path):

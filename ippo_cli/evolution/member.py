@@ -107,10 +107,12 @@ class MemberTrainer:
             t0 = time.perf_counter()
             if collect_together(trainers, obs, infos, stop) is None:
                 return None
-            with trainers[0].learning_threads():
+            with trainers[0].judged_learning():  # see RunStack._update
                 metrics = update_agents(
                     agents, [t.rollouts for t in trainers], [t.generator for t in trainers]
                 )
+            for t in self.trainers[1:]:
+                t.learn_threads = trainers[0].learn_threads
             for t, m, out in zip(trainers, metrics, rows, strict=True):
                 t._check_finite_metrics(m)
                 t.progress.updates += 1
