@@ -153,6 +153,20 @@ def test_ppo_terms_leave_rows_the_policy_did_not_choose_out_of_the_policy_terms(
     assert weighted[1].item() == pytest.approx(every_row[1].item())
 
 
+def test_ppo_terms_stay_finite_when_a_row_not_chosen_would_overflow_the_ratio():
+    # An env-defined row's stored log-prob is not the policy's: the gap can be anything. A
+    # ratio of e^1000 is inf, and inf times a weight of 0 is NaN: the row's log-ratio must
+    # be dropped before exp, not only weighted out afterwards.
+    chosen = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    log_prob = NEW_LOG_PROB.clone()
+    log_prob[3] = 1000.0
+    log_prob.requires_grad_(True)
+    terms = ppo_terms(log_prob, ENTROPY, VALUE, MB, 0.2, chosen)
+    assert all(torch.isfinite(t).item() for t in terms)
+    terms[0].backward()
+    assert torch.isfinite(log_prob.grad).all() and log_prob.grad[3].item() == 0.0
+
+
 def test_ppo_terms_of_a_stack_are_each_networks_own():
     # (G, B) inputs give one value per network, each what that network's (B,) rows give.
     g = torch.Generator().manual_seed(0)
