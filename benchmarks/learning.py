@@ -49,6 +49,11 @@ def first_at(curve: list[list[float]], threshold: float) -> int | None:
     return next((int(s) for s, r in curve if r >= threshold), None)
 
 
+def selection(name: str) -> list[str]:
+    """The `ippo train` arguments of a config of ``CONFIGS``, else of the env config ``name``."""
+    return CONFIGS.get(name, [f"env={name}"])
+
+
 def train(
     name: str, seed: int, runs_dir: Path, steps: int | None, extra: list[str], reuse: bool
 ) -> dict:
@@ -62,7 +67,7 @@ def train(
             "command": "ippo_cli train " + " ".join(overrides),
         }
     cmd = [
-        sys.executable, "-m", "ippo_cli", "train", *CONFIGS[name], "logger=none",
+        sys.executable, "-m", "ippo_cli", "train", *selection(name), "logger=none",
         "progress=false", f"seed={seed}", f"eval_every={EVAL_EVERY}",
         f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0", f"hydra.run.dir={run_dir}",
         *([f"algorithm.total_steps={steps}"] if steps else []), *extra,
