@@ -100,7 +100,7 @@ def stored(name: str) -> dict:
     runs = json.loads((RESULTS / file).read_text())
     for part in path.split("."):
         runs = runs[part]
-    return {"source": f"benchmarks/results/{file} ({path})", "seeds": runs}
+    return {"source": f"read from {file} ({path})", "seeds": runs}
 
 
 def competitive(name: str) -> dict | None:
@@ -134,6 +134,11 @@ def ours(runs: dict) -> dict:
     return {"source": runs["source"], "seeds": seeds, "mean": float(np.mean(finals))}
 
 
+def finished(runs_dir: Path, name: str, seed: int) -> bool:
+    """Whether benchmarks.learning's run of ``name`` and ``seed`` finished in ``runs_dir``."""
+    return (runs_dir / f"{name}_seed{seed}" / "summary.json").is_file()
+
+
 def cell(value: dict | None, key: str = "mean") -> str:
     return "-" if value is None else f"{value[key]:.2f}"
 
@@ -153,6 +158,10 @@ def table(rows: dict) -> str:
                 for s in row["ours"]["seeds"].values()
             )
             mean = cell(row["ours"])
+            if "missing" in row:
+                per_seed += f"; {row['missing']}"
+            if row["ours"]["source"].startswith("read from"):
+                per_seed += f"; {row['ours']['source']}"
         elif "cotrained" in row:
             per_seed = ", ".join(f"{k} {v:.2f}" for k, v in row["cotrained"]["sides"].items())
             mean = f"{row['cotrained']['total']:.2f}"
@@ -204,7 +213,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once")
     parser.add_argument("--episodes", type=int, default=100, help="reference episodes")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/mpe_suite"))
-    parser.add_argument("--reuse", action="store_true", help="summarise finished runs")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="summarise the runs finished in --runs-dir, train nothing (unfinished: missing)",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run into a temp dir")
     parser.add_argument("extra", nargs="*", help="extra `ippo train` overrides")
     args = parser.parse_args()
@@ -226,6 +239,7 @@ def main() -> None:
             (n, s): pool.submit(train, n, s, args.runs_dir, steps, args.extra, args.reuse)
             for n in to_train
             for s in args.seeds
+            if not args.reuse or finished(args.runs_dir, n, s)
         }
         rows = {}
         for name in chosen:
@@ -239,8 +253,12 @@ def main() -> None:
     for name, row in rows.items():
         row["published"] = PUBLISHED.get(name)
         if name in to_train:
-            runs = {str(s): trained[(name, s)] for s in args.seeds}
-            row["ours"] = ours({"source": f"trained here ({args.runs_dir})", "seeds": runs})
+            runs = {str(s): trained[(name, s)] for s in args.seeds if (name, s) in trained}
+            if runs:
+                row["ours"] = ours({"source": f"trained here ({args.runs_dir})", "seeds": runs})
+            missing = [s for s in args.seeds if str(s) not in runs]
+            if missing:
+                row["missing"] = f"seeds {', '.join(map(str, missing))} not run"
         elif name in STORED:
             row["ours"] = ours(stored(name))
         elif name in SIDES:
