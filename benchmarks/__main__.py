@@ -15,16 +15,15 @@ ORDER = [
     "vs_reference",
     "allreduce",
     "batched_mpe",
-    "mpe_suite",
+    "mpe_speed",
     "stacked",
     "speaker_listener",
     "simple_spread",
     "competitive",
     "evolution",
     "learning",
+    "mpe_suite",  # last: reads simple_spread, learning and competitive
 ]
-# Benchmarks whose module is named otherwise (the rest: benchmarks.<name>).
-MODULES = {"mpe_suite": "mpe_speed"}
 
 
 def main() -> None:
@@ -34,8 +33,7 @@ def main() -> None:
         sys.exit(f"benchmarks: unknown benchmark {unknown[0]!r}; known: {', '.join(ORDER)}")
     for name in chosen:
         print(f"== benchmarks.{name}", flush=True)
-        module = MODULES.get(name, name)
-        subprocess.run([sys.executable, "-m", f"benchmarks.{module}"], check=True)
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
 
 
 if __name__ == "__main__":

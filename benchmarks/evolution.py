@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.speaker_listener import eval_curve, run_reference
+from benchmarks.learning import eval_curve
+from benchmarks.speaker_listener import run_reference
 from ippo_cli.files import write_json
 from ippo_cli.plots import figure, label
 

@@ -49,6 +49,11 @@ def first_at(curve: list[list[float]], threshold: float) -> int | None:
     return next((int(s) for s, r in curve if r >= threshold), None)
 
 
+def selection(name: str) -> list[str]:
+    """The `ippo train` arguments of a config of ``CONFIGS``, else of the env config ``name``."""
+    return CONFIGS.get(name, [f"env={name}"])
+
+
 def train(
     name: str, seed: int, runs_dir: Path, steps: int | None, extra: list[str], reuse: bool
 ) -> dict:
@@ -61,22 +66,39 @@ def train(
             "wall_time_s": round(done["wall_time"], 1),
             "command": "ippo_cli train " + " ".join(overrides),
         }
-    cmd = [
-        sys.executable, "-m", "ippo_cli", "train", *CONFIGS[name], "logger=none",
-        "progress=false", f"seed={seed}", f"eval_every={EVAL_EVERY}",
-        f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0", f"hydra.run.dir={run_dir}",
-        *([f"algorithm.total_steps={steps}"] if steps else []), *extra,
-    ]  # fmt: skip
+    cmd, wall, _ = run_train(
+        [
+            *selection(name), "logger=none", "progress=false", f"seed={seed}",
+            f"eval_every={EVAL_EVERY}", f"eval_episodes={EVAL_EPISODES}", "checkpoint.every=0",
+            *([f"algorithm.total_steps={steps}"] if steps else []), *extra,
+        ],
+        run_dir,
+    )  # fmt: skip
+    return {**summarise(run_dir), "wall_time_s": round(wall, 1), "command": " ".join(cmd[2:])}
+
+
+def run_train(args: list[str], run_dir: Path) -> tuple[list[str], float, list[dict]]:
+    """`ippo train <args>` into ``run_dir`` in a subprocess: the command, its wall seconds
+    and the rows of its metrics.jsonl (every learning benchmark trains through this)."""
+    cmd = [sys.executable, "-m", "ippo_cli", "train", *args, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    return {**summarise(run_dir), "wall_time_s": round(wall, 1), "command": " ".join(cmd[2:])}
+    return cmd, time.perf_counter() - start, metrics(run_dir)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def eval_curve(rows: list[dict]) -> list[list[float]]:
+    """(env steps, evaluation return) of every row with an evaluation."""
+    return [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
 
 
 def summarise(run_dir: Path) -> dict:
     """Curve, thresholds and final return of one finished run directory."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curve = [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    rows = metrics(run_dir)
+    curve = eval_curve(rows)
     steps = curve[-1][0]
     return {
         "curve": curve,

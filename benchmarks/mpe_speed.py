@@ -4,9 +4,9 @@ For each `conf/env/<scenario>.yaml` with an mpe2 factory, with its kwargs: the b
 at 1, 64, 1,024 and 8,192 envs, beside the pettingzoo backend (mpe2 in a SyncVecEnv, one
 process) at 1 and 64 envs (beyond that it only grows linearly slower). Env steps are summed
 over envs; actions are drawn beforehand; the process is pinned to one core (numpy's
-element-wise operations use one thread). `make bench ARGS=mpe_suite` runs it.
+element-wise operations use one thread). `make bench ARGS=mpe_speed` runs it.
 
-Writes benchmarks/results/mpe_suite.json and prints a Markdown table.
+Writes benchmarks/results/mpe_speed.json and prints a Markdown table.
 
     python -m benchmarks.mpe_speed [--seconds 2] [--quick]
 """
@@ -104,7 +104,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / "mpe_suite.json", result)
+    write_json(RESULTS / "mpe_speed.json", result)
 
 
 if __name__ == "__main__":

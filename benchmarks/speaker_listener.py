@@ -11,16 +11,14 @@ on the same evaluation episodes, in benchmarks/results/speaker_listener.{json,pn
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.learning import eval_curve, run_train
 from ippo_cli.files import write_json
 from ippo_cli.plots import figure, label
 
@@ -35,35 +33,23 @@ def run_reference(
 ) -> tuple[list[str], float, list[dict]]:
     """`ippo train env=speaker_listener` with the reference's defaults in a subprocess:
     returns the command, its wall seconds and the rows of its metrics.jsonl."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ippo_cli",
-        "train",
-        "env=speaker_listener",
-        "logger=none",
-        "algorithm=ippo",
-        "env.backend=pettingzoo",
-        "env.num_envs=8",  # reference defaults
-        "progress=false",
-        f"seed={seed}",
-        f"algorithm.total_steps={steps}",
-        f"eval_every={eval_every}",
-        f"eval_episodes={eval_episodes}",
-        "checkpoint.every=0",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return cmd, wall, rows
-
-
-def eval_curve(rows: list[dict]) -> list[list[float]]:
-    """(env steps, evaluation return) of every row with an evaluation."""
-    return [[r["env_steps"], r["eval/return"]] for r in rows if r.get("eval/return") is not None]
+    return run_train(
+        [
+            "env=speaker_listener",
+            "logger=none",
+            "algorithm=ippo",
+            "env.backend=pettingzoo",
+            "env.num_envs=8",  # reference defaults
+            "progress=false",
+            f"seed={seed}",
+            f"algorithm.total_steps={steps}",
+            f"eval_every={eval_every}",
+            f"eval_episodes={eval_episodes}",
+            "checkpoint.every=0",
+            *extra,
+        ],
+        run_dir,
+    )
 
 
 def train(seed: int, steps: int, run_dir: Path, extra: list[str]) -> dict:
