@@ -19,6 +19,7 @@ ORDER = [
     "stacked",
     "speaker_listener",
     "simple_spread",
+    "simple_reference",
     "competitive",
     "evolution",
     "learning",

@@ -39,6 +39,7 @@ CONFIGS = {
     "speaker_listener": ["env=speaker_listener"],
     "speaker_listener_discrete": ["env=speaker_listener", "env.kwargs.continuous_actions=false"],
     "simple_spread": ["env=simple_spread"],
+    "simple_reference": ["env=simple_reference"],
 }
 # Scripted listeners on mpe2 (issue 9; 200 episodes, summed over both agents).
 SPEAKER_LISTENER_SCALE = {"plateau (listener to the centre)": -32.9, "perfect communication": -13.5}

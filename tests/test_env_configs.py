@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from omegaconf import OmegaConf
 from pettingzoo import ParallelEnv
 
+from ippo_cli.paths import CONF_DIR
 from tests.conftest import probe_overrides, run_cli, train_config
 
 QUIET = ["logger=none", "progress=false", "eval_episodes=1"]
@@ -202,3 +204,15 @@ def test_simple_spread_composes_its_tuned_settings_and_they_can_be_overridden():
     assert train_config(["env=simple_spread", "algorithm.gamma=0.99"]).algorithm.gamma == 0.99
     reference = train_config(["env=simple_spread", "algorithm=ippo"]).algorithm
     assert (reference.lr, reference.gamma, reference.update_epochs) == (1e-4, 0.99, 4)
+
+
+def test_simple_reference_composes_its_tuned_settings_and_they_can_be_overridden():
+    tuned = train_config(["env=simple_reference"])
+    assert (tuned.env.backend, tuned.env.num_envs) == ("batched", 32)
+    shipped = OmegaConf.load(CONF_DIR / "algorithm" / "simple_reference.yaml")
+    for key, value in shipped.items():
+        if key != "defaults":
+            assert tuned.algorithm[key] == value, key
+    assert train_config(["env=simple_reference", "algorithm.gamma=0.99"]).algorithm.gamma == 0.99
+    reference = train_config(["env=simple_reference", "algorithm=ippo"]).algorithm
+    assert (reference.lr, reference.gamma, dict(reference.signalling)) == (1e-4, 0.99, {})
