@@ -10,6 +10,7 @@ wall time, in benchmarks/results/learning.{json,png}.
 
 ``--steps`` overrides the config's own `algorithm.total_steps` (the shipped budget);
 ``--reuse`` summarises runs already finished in ``--runs-dir`` instead of repeating them.
+Configs not named keep their runs stored in learning.json.
 """
 
 from __future__ import annotations
@@ -179,12 +180,16 @@ def main() -> None:
             for job in jobs
         }
         runs = {job: f.result() for job, f in futures.items()}
+    # Configs not run this time keep their stored runs (README and docs quote them).
+    stored = RESULTS / "learning.json"
+    configs = json.loads(stored.read_text())["configs"] if stored.is_file() else {}
+    configs.update(
+        {name: {str(seed): runs[(name, seed)] for seed in args.seeds} for name in args.configs}
+    )
     result = {
         "benchmark": "learning: each shipped env config with its defaults",
         "eval": {"every": EVAL_EVERY, "episodes": EVAL_EPISODES, "deterministic": True},
-        "configs": {
-            name: {str(seed): runs[(name, seed)] for seed in args.seeds} for name in args.configs
-        },
+        "configs": configs,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
     }
