@@ -40,7 +40,7 @@ class RunStack:
         if len(steps) != 1:
             raise ValueError(f"members of a stack must agree on rollout length and budget: {steps}")
         self.members = members
-        self.logs = _MemberLogs([m.run_dir / "train.log" for m in members])
+        self.logs = MemberLogs([m.run_dir / "train.log" for m in members])
         self.notes = list(notes)
         self.errors: dict[int, str] = {}
         self.obs: list[Any] = [None] * len(members)
@@ -133,7 +133,7 @@ class RunStack:
         return summary
 
 
-class _MemberLogs:
+class MemberLogs:
     """Each member's log records go to its own ``train.log``: while the stack works on a
     member (:meth:`member`), records of the ``ippo`` loggers and the root logger go to its
     file only; records outside any member go to every member's file."""
@@ -145,7 +145,7 @@ class _MemberLogs:
         self._dispatch = _Dispatch(self)
         self._removed: list[logging.Handler] = []
 
-    def __enter__(self) -> _MemberLogs:
+    def __enter__(self) -> MemberLogs:
         if not self.handlers:
             fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
             for path in self.paths:
@@ -182,7 +182,7 @@ class _MemberLogs:
 
 
 class _Dispatch(logging.Handler):
-    def __init__(self, logs: _MemberLogs) -> None:
+    def __init__(self, logs: MemberLogs) -> None:
         super().__init__(logging.INFO)
         self.logs = logs
 

@@ -133,24 +133,32 @@ def run_stack(jobs: list[Job], notes: list[str] = ()) -> list[dict[str, Any]]:
     """Train ``jobs`` as one stack; returns each job's summary (with its status). A job
     whose trainer cannot be built (its env raises, ...) is recorded as failed."""
     from ippo_cli.run_control import first_line
-    from ippo_cli.run_stack import RunStack
+    from ippo_cli.run_stack import MemberLogs, RunStack
     from ippo_cli.sweep import metrics_summary
     from ippo_cli.trainer import Trainer
 
     trainers: dict[int, Trainer] = {}
     summaries: dict[int, dict[str, Any]] = {}
-    for i, job in enumerate(jobs):
-        try:
-            trainers[i] = Trainer(
-                member_config(job.cfg, len(jobs)), job.run_dir, stacked_runs=len(jobs)
-            )
-        except Exception as exc:
-            summaries[i] = {
-                **metrics_summary(job.run_dir),
-                "interrupted": False,
-                "status": "failed",
-                "error": first_line(str(exc), type(exc).__name__),
-            }
+    # What a trainer logs while it is built (its compile choice, a failure) goes to its
+    # job's train.log, as a solo run's would.
+    logs = MemberLogs([job.run_dir / "train.log" for job in jobs])
+    with logs:
+        for i, job in enumerate(jobs):
+            with logs.member(i):
+                try:
+                    trainers[i] = Trainer(
+                        member_config(job.cfg, len(jobs)), job.run_dir, stacked_runs=len(jobs)
+                    )
+                except Exception as exc:
+                    error = first_line(str(exc), type(exc).__name__)
+                    log.error("job failed to start: %s", error, exc_info=True)
+                    summaries[i] = {
+                        **metrics_summary(job.run_dir),
+                        "interrupted": False,
+                        "status": "failed",
+                        "error": error,
+                    }
+    logs.close()
     if trainers:
         stack = RunStack(list(trainers.values()), notes)
         summaries.update(zip(trainers, stack.run(), strict=True))

@@ -5,6 +5,7 @@ member stops alone."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from ippo_cli import run_stack as run_stack_module
 from ippo_cli import trainer as trainer_module
 from ippo_cli.run_stack import RunStack
 from ippo_cli.stacked_update import update_agents
-from ippo_cli.stacking import Job, plan_stacks
+from ippo_cli.stacking import Job, plan_stacks, run_stack
 from ippo_cli.trainer import Trainer
 from tests.conftest import probe_overrides, train_config
 from tests.probe_envs import _box, _ProbeEnv
@@ -177,6 +178,34 @@ def test_a_failing_member_stops_alone_and_the_others_train_on(tmp_path):
 
 def _job(num: int, overrides: list[str], tmp_path) -> Job:
     return Job(num, overrides, train_config(overrides), tmp_path / str(num))
+
+
+def broken_env(**kwargs: Any) -> None:
+    raise FileNotFoundError("no scenario files here")
+
+
+def test_what_a_member_logs_while_it_is_built_goes_to_its_own_train_log(tmp_path, caplog):
+    # The compile choice of a member that starts, the reason of one that cannot: each in
+    # its job's train.log, as a solo run writes them (at INFO, as the CLI logs).
+    caplog.set_level(logging.INFO)
+    broken = [
+        "env=pettingzoo",
+        f"env.factory={__name__}.broken_env",
+        "env.name=broken",
+        *ONE_UPDATE,
+    ]
+    jobs = [
+        _job(0, [*PROBE, "hardware.torch_compile=auto"], tmp_path),
+        _job(1, [*broken, "hardware.torch_compile=auto"], tmp_path),
+    ]
+    for job in jobs:
+        job.run_dir.mkdir()
+    summaries = run_stack(jobs)
+    assert [s["status"] for s in summaries] == ["completed", "failed"]
+    good, bad = ((job.run_dir / "train.log").read_text() for job in jobs)
+    assert good.count("hardware.torch_compile=auto: ") == 1
+    assert "job failed to start: env.factory=" in bad and "no scenario files here" in bad
+    assert "torch_compile" not in bad and "job failed" not in good
 
 
 def test_jobs_are_grouped_by_what_they_share_and_capped_by_max_members(tmp_path):
