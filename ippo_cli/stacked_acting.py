@@ -122,4 +122,3 @@ class StackedSampler:
 def _legal(mask: torch.Tensor | None, rows: int, columns: torch.Tensor) -> torch.Tensor:
     """A group's ``(rows, A)`` action mask; its ``(1, A)`` columns when it has none."""
     return columns.expand(rows, -1) if mask is None else mask
-
