@@ -8,8 +8,9 @@ mpe2 reward), per episode of the config's `max_cycles` (25 for every shipped con
 - scripted: benchmarks.mpe_scripted, where one is natural; "oracle" when it uses what the
   acting agent does not observe;
 - ours: `ippo train env=<name> seed=<s>` at the config's own budget (benchmarks.learning's
-  runs: final evaluation of 20 episodes, env steps, wall time). simple_spread and
-  speaker_listener are read from their own benchmarks (simple_spread.json, learning.json),
+  runs: final evaluation of 20 episodes, env steps, wall time). simple_spread,
+  simple_reference and speaker_listener are read from their own benchmarks
+  (simple_spread.json, simple_reference.json, learning.json),
   the competitive scenarios from benchmarks/competitive.py (competitive.json: each side
   with its co-trained opponent) when it has been run;
 - published: IPPO figures found in a citable source, with their reward convention.
@@ -52,6 +53,7 @@ QUICK_STEPS, QUICK_EPISODES = 2048, 2
 # scenario -> (results file, dotted path to its per-seed runs): tuned runs read, not repeated
 STORED = {
     "simple_spread": ("simple_spread.json", "seeds"),
+    "simple_reference": ("simple_reference.json", "seeds"),
     "speaker_listener": ("learning.json", "configs.speaker_listener"),
 }
 # Published IPPO figures on these scenarios: none found (docs and pages corpora searched
@@ -94,9 +96,11 @@ def references(name: str, episodes: int) -> dict:
     return out
 
 
-def stored(name: str) -> dict:
-    """Ours from the scenario's own benchmark."""
+def stored(name: str) -> dict | None:
+    """Ours from the scenario's own benchmark (None before it has run)."""
     file, path = STORED[name]
+    if not (RESULTS / file).is_file():
+        return None
     runs = json.loads((RESULTS / file).read_text())
     for part in path.split("."):
         runs = runs[part]
@@ -260,7 +264,11 @@ def main() -> None:
             if missing:
                 row["missing"] = f"seeds {', '.join(map(str, missing))} not run"
         elif name in STORED:
-            row["ours"] = ours(stored(name))
+            found = stored(name)
+            if found is None:
+                row["missing"] = f"{STORED[name][0]} not written yet (its benchmark has not run)"
+            else:
+                row["ours"] = ours(found)
         elif name in SIDES:
             row["cotrained"] = competitive(name)
             if row["cotrained"] is None:
