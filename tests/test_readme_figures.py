@@ -6,6 +6,7 @@ JSON formats it, and every number in the table's result column must be a cited f
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 
 from tests.conftest import REPO
@@ -44,3 +45,13 @@ def test_readme_results_table_matches_the_results_files():
 def test_results_column_reads_the_second_cell():
     readme = "## Results\n\n| a | b | c |\n|---|---|---|\n| x 2M | 1,234 (5) | y |\n\n## Next\n"
     assert results_column(readme) == ["1,234 (5)"]
+
+
+def test_readme_mpe_suite_table_is_the_results_files():
+    # The suite's table is written by its benchmark; README shows it as written.
+    readme = (REPO / "README.md").read_text()
+    marker = "<!-- table: mpe_suite.json table -->\n"
+    assert marker in readme
+    table = json.loads((REPO / "benchmarks/results/mpe_suite.json").read_text())["table"]
+    start = readme.index(marker) + len(marker)
+    assert readme[start : readme.index("\n\n", start)] == table
