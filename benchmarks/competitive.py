@@ -115,10 +115,10 @@ def run_scenario(scenario: str, args: argparse.Namespace, steps: int | None) -> 
     return {"sides": sides, "seeds": seeds, "summary": summary}
 
 
-def table(scenario: str, result: dict) -> str:
+def table(result: dict) -> str:
+    """A scenario's summary as a Markdown table: each side's return per matchup."""
     sides = list(result["sides"])
     lines = [
-        f"{scenario}: return of each side (mean ± std over seeds)",
         "| matchup | " + " | ".join(sides) + " |",
         "|---|" + "---:|" * len(sides),
     ]
@@ -145,7 +145,9 @@ def main() -> None:
     scenarios = {}
     for scenario in args.scenarios:
         scenarios[scenario] = run_scenario(scenario, args, steps)
-        print(table(scenario, scenarios[scenario]) + "\n", flush=True)
+        scenarios[scenario]["table"] = table(scenarios[scenario])
+        print(f"{scenario}: return of each side (mean ± std over seeds)", flush=True)
+        print(scenarios[scenario]["table"] + "\n", flush=True)
     result = {
         "benchmark": "competitive MPE: each side vs its co-trained opponent and vs random",
         "quick": args.quick,
