@@ -221,6 +221,8 @@ def main() -> None:
         "--algorithm", default="", help="scaling with this algorithm option (e.g. ippo)"
     )
     args = parser.parse_args()
+    # Absolute: each command runs in its runs directory, and names its run directory.
+    args.runs_dir = args.runs_dir.resolve()
     chosen = args.only.split(",")
     budget = {
         "seeds": 200_000 if args.quick else 2_000_000,
