@@ -167,8 +167,9 @@ def table(rows: dict) -> str:
             if row["ours"]["source"].startswith("read from"):
                 per_seed += f"; {row['ours']['source']}"
         elif "cotrained" in row:
-            per_seed = ", ".join(f"{k} {v:.2f}" for k, v in row["cotrained"]["sides"].items())
-            mean = f"{row['cotrained']['total']:.2f}"
+            sides = ", ".join(f"{k} {v:.2f}" for k, v in row["cotrained"]["sides"].items())
+            # Each side's mean over seeds against its co-trained opponent; no one total.
+            per_seed, mean = f"co-trained, mean over seeds: {sides}", "-"
         else:
             per_seed, mean = row["missing"], "-"
         published = row["published"]
