@@ -149,6 +149,7 @@ class MemberLogs:
         if not self.handlers:
             fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
             for path in self.paths:
+                path.parent.mkdir(parents=True, exist_ok=True)  # as the trainer makes it
                 handler = logging.FileHandler(path, encoding="utf-8")
                 handler.setFormatter(fmt)
                 self.handlers.append(handler)

@@ -198,8 +198,6 @@ def test_what_a_member_logs_while_it_is_built_goes_to_its_own_train_log(tmp_path
         _job(0, [*PROBE, "hardware.torch_compile=auto"], tmp_path),
         _job(1, [*broken, "hardware.torch_compile=auto"], tmp_path),
     ]
-    for job in jobs:
-        job.run_dir.mkdir()
     summaries = run_stack(jobs)
     assert [s["status"] for s in summaries] == ["completed", "failed"]
     good, bad = ((job.run_dir / "train.log").read_text() for job in jobs)
