@@ -87,16 +87,7 @@ class RunStack:
         live = done
         t1 = time.perf_counter()
         members = [self.members[k] for k in live]
-        # The first member's threads learn for the stack, and are judged as its own: on
-        # cores that other processes hold, every member falls back to one thread.
-        with members[0].judged_learning():
-            metrics = update_agents(
-                [m.agent for m in members],
-                [m.rollouts for m in members],
-                [m.generator for m in members],
-            )
-        for m in members[1:]:
-            m.learn_threads = members[0].learn_threads
+        metrics = update_together(members)
         rows = [
             self._guard(k, self.members[k].after_update, m, t0, t1)[1]
             for k, m in zip(live, metrics, strict=True)
@@ -238,6 +229,23 @@ def collect_together(
         if not live:
             return live
     return [k for k in live if guard(k, trainers[k].finish_rollout, obs[k])[0]]
+
+
+def update_together(trainers: Sequence[Trainer], others: Sequence[Trainer] = ()) -> list[Any]:
+    """One update of the ``trainers``' agents, as one stack, from their rollouts; returns
+    each one's metrics. The first trainer's threads learn for the stack and are judged as
+    its own (:meth:`Trainer.judged_learning`): on cores that other processes hold, every
+    trainer, and ``others`` that take turns with them, falls back to one thread."""
+    first = trainers[0]
+    with first.judged_learning():
+        metrics = update_agents(
+            [t.agent for t in trainers],
+            [t.rollouts for t in trainers],
+            [t.generator for t in trainers],
+        )
+    for t in [*trainers[1:], *others]:
+        t.learn_threads = first.learn_threads
+    return metrics
 
 
 def _unguarded(k: int, step: Callable[..., Any], *args: Any) -> tuple[bool, Any]:

@@ -142,23 +142,25 @@ def run_stack(jobs: list[Job], notes: list[str] = ()) -> list[dict[str, Any]]:
     # What a trainer logs while it is built (its compile choice, a failure) goes to its
     # job's train.log, as a solo run's would.
     logs = MemberLogs([job.run_dir / "train.log" for job in jobs])
-    with logs:
-        for i, job in enumerate(jobs):
-            with logs.member(i):
-                try:
-                    trainers[i] = Trainer(
-                        member_config(job.cfg, len(jobs)), job.run_dir, stacked_runs=len(jobs)
-                    )
-                except Exception as exc:
-                    error = first_line(str(exc), type(exc).__name__)
-                    log.error("job failed to start: %s", error, exc_info=True)
-                    summaries[i] = {
-                        **metrics_summary(job.run_dir),
-                        "interrupted": False,
-                        "status": "failed",
-                        "error": error,
-                    }
-    logs.close()
+    try:
+        with logs:
+            for i, job in enumerate(jobs):
+                with logs.member(i):
+                    try:
+                        trainers[i] = Trainer(
+                            member_config(job.cfg, len(jobs)), job.run_dir, stacked_runs=len(jobs)
+                        )
+                    except Exception as exc:
+                        error = first_line(str(exc), type(exc).__name__)
+                        log.error("job failed to start: %s", error, exc_info=True)
+                        summaries[i] = {
+                            **metrics_summary(job.run_dir),
+                            "interrupted": False,
+                            "status": "failed",
+                            "error": error,
+                        }
+    finally:
+        logs.close()
     if trainers:
         stack = RunStack(list(trainers.values()), notes)
         summaries.update(zip(trainers, stack.run(), strict=True))

@@ -110,16 +110,16 @@ def test_a_population_trains_the_same_as_one_stack_and_member_by_member(tmp_path
 def test_a_population_starved_of_cpu_learns_on_one_thread(tmp_path, monkeypatch, stacked):
     # As a lone run does: the population's updates are judged, and once starved every
     # training slot learns on one thread.
+    from ippo_cli import run_stack as run_stack_module
     from ippo_cli import trainer as trainer_module
-    from ippo_cli.evolution import member as member_module
 
     monkeypatch.setattr(trainer_module, "learn_threads_auto", lambda *args: 2)
     monkeypatch.setattr(trainer_module, "STARVED_MIN_SECONDS", 0.0)
     monkeypatch.setattr(trainer_module, "STARVED_CPU_SHARE", 1e9)  # every update starved
     seen = []
-    update = member_module.update_agents
+    update = run_stack_module.update_agents  # evolution updates through update_together
     monkeypatch.setattr(
-        member_module,
+        run_stack_module,
         "update_agents",
         lambda *args: seen.append(torch.get_num_threads()) or update(*args),
     )

@@ -20,8 +20,7 @@ from omegaconf import DictConfig
 from ippo_cli.envs.factory import env_fn
 from ippo_cli.episodes import run_episodes
 from ippo_cli.ippo import IPPO
-from ippo_cli.run_stack import collect_together
-from ippo_cli.stacked_update import update_agents
+from ippo_cli.run_stack import collect_together, update_together
 from ippo_cli.trainer import (
     EVAL_SEED_OFFSET,
     Progress,
@@ -107,12 +106,7 @@ class MemberTrainer:
             t0 = time.perf_counter()
             if collect_together(trainers, obs, infos, stop) is None:
                 return None
-            with trainers[0].judged_learning():  # see RunStack._update
-                metrics = update_agents(
-                    agents, [t.rollouts for t in trainers], [t.generator for t in trainers]
-                )
-            for t in self.trainers[1:]:
-                t.learn_threads = trainers[0].learn_threads
+            metrics = update_together(trainers, self.trainers[len(trainers) :])
             for t, m, out in zip(trainers, metrics, rows, strict=True):
                 t._check_finite_metrics(m)
                 t.progress.updates += 1
