@@ -20,6 +20,7 @@ import numpy as np
 
 from benchmarks.learning import EVAL_EPISODES, EVAL_EVERY, train
 from ippo_cli.files import write_json
+from ippo_cli.plots import figure, label
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,27 +37,22 @@ class TunedBenchmark:
 
 
 def plot(bench: TunedBenchmark, result: dict, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for seed, run in result["seeds"].items():
-        steps, returns = zip(*run["curve"], strict=True)
-        ax.plot(np.array(steps) / 1e6, returns, marker=".", label=f"seed {seed}")
-    for label, value in bench.scale.items():
-        ax.axhline(value, color="k", ls=":", lw=1)
-        ax.text(0, value + 0.7, label, fontsize=8)
-    ax.axhline(bench.target, color="g", ls="--", lw=1, label=f"target {bench.target:g}")
-    ax.set_xlabel("env steps (millions)")
-    ax.set_ylabel("deterministic eval return (sum over agents)")
-    ax.set_title(bench.title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    with figure(out) as ax:
+        for seed, run in result["seeds"].items():
+            steps, returns = zip(*run["curve"], strict=True)
+            ax.plot(np.array(steps) / 1e6, returns, marker=".", label=f"seed {seed}")
+        for text, value in bench.scale.items():
+            ax.axhline(value, color="k", ls=":", lw=1)
+            ax.text(0, value + 0.7, text, fontsize=8)
+        ax.axhline(bench.target, color="g", ls="--", lw=1, label=f"target {bench.target:g}")
+        label(
+            ax,
+            "env steps (millions)",
+            "deterministic eval return (sum over agents)",
+            bench.title,
+            legend=False,
+        )
+        ax.legend(fontsize=8)
 
 
 def main(bench: TunedBenchmark, doc: str) -> None:
