@@ -18,6 +18,18 @@ observes, and differ between observations. For a minibatch of observations ``o_i
   tuned speaker_listener's speaker to a std of about 1e-7 by 1.6M steps, where PPO's
   probability ratios overflowed (approx_kl 1e12, then a NaN loss).
 
+**Signalling about a key** (``{weight, about: [start, stop], symbols: K}``): where a
+group's message should carry one part of its observation (simple_reference: the colour
+of the landmark its partner should reach, while the rest of the observation says where
+it is), the conditional part is taken per value of the observation columns ``about``
+rather than per row: ``weight * (sum_k n_k/n H(mean_{i: key_i = k} pi(.|o_i)) -
+H(mean_i pi(.|o_i)))``, minus the plug-in mutual information between message and key.
+Rows with one key are pushed to say one message, rows with different keys different
+ones, and nothing else about the policy is made deterministic. ``symbols: K`` takes the
+message as the last factor of a Discrete action (mpe2's ``move + moves * symbol``: the
+message is ``action // (n / K)``), so that it measures what is said, not where the agent
+moves.
+
 **Positive listening** (a listener group): its policy should change with the message it
 hears. The listener's observation columns ``message = [start, stop)`` are replaced by
 those of another row of the minibatch (a fixed derangement), and the loss is
@@ -27,8 +39,9 @@ std it is ``2 Phi(d / 2) - 1``, ``d`` the Mahalanobis distance of the two means)
 lies in [0, 1], so the bias cannot grow without bound.
 
 Both are opt-in per group (``IPPO(signalling={"speaker": 0.1}, listening={"listener":
-{"weight": 0.1, "message": [8, 11]}})``); without them :meth:`CommunicationBiases.loss`
-is exactly 0 and nothing else is computed.
+{"weight": 0.1, "message": [8, 11]}})``, or ``signalling={"agent": {"weight": 0.1,
+"about": [8, 11], "symbols": 10}}``); without them :meth:`CommunicationBiases.loss` is
+exactly 0 and nothing else is computed.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from numbers import Real
 from typing import Any
 
 import torch
+from gymnasium import spaces
 
 from ippo_cli.networks.distributions import Categorical, DiagGaussian, MultiCategorical
 
@@ -83,6 +97,39 @@ def signalling_loss(
         average = _wmean(log_p.exp(), w)
         total = total + conditional - _entropy(average)
     return total
+
+
+def keyed_signalling_loss(
+    dist: Any,
+    key: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    symbols: int | None = None,
+) -> torch.Tensor:
+    """Message entropy given ``key`` (one row per observation: rows with equal keys are
+    one value) minus the entropy of the average message (see the module doc); discrete
+    messages only, the last factor of a Discrete action when ``symbols`` is given."""
+    w = _weights(dist, weight)
+    _, inverse = torch.unique(key.reshape(len(w), -1), dim=0, return_inverse=True)
+    members = torch.nn.functional.one_hot(inverse).to(w.dtype) * w[:, None]  # (rows, keys)
+    share = members.sum(0)
+    total = torch.zeros((), device=w.device)
+    for p in _message_probs(dist, symbols, len(w)):
+        by_key = members.T @ p / share.clamp(min=1.0)[:, None]
+        conditional = (share * _entropy(by_key)).sum() / share.sum().clamp(min=1.0)
+        total = total + conditional - _entropy(_wmean(p, w))
+    return total
+
+
+def _message_probs(dist: Any, symbols: int | None, n: int) -> list[torch.Tensor]:
+    """The message distribution(s) of each row: every part of a MultiDiscrete action, a
+    Discrete one whole, or its last factor of ``symbols`` values."""
+    parts = dist.parts if isinstance(dist, MultiCategorical) else [dist]
+    if not all(isinstance(p, Categorical) for p in parts):
+        raise TypeError(f"signalling about a key needs discrete messages, not {dist}")
+    probs = [p.log_p.exp().reshape(n, -1) for p in parts]
+    if symbols is None:
+        return probs
+    return [probs[0].reshape(n, symbols, -1).sum(-1)]
 
 
 def listening_loss(
@@ -139,7 +186,16 @@ class CommunicationBiases:
             for g, s in (action_spaces or {}).items()
             if getattr(s, "low", None) is not None and getattr(s, "high", None) is not None
         }
-        self.signalling = {g: float(w) for g, w in (signalling or {}).items()}
+        self.signalling = {g: _signalling_weight(v) for g, v in (signalling or {}).items()}
+        # The mapping form's (about columns or None: the whole observation, symbols).
+        self.keyed = {
+            g: (
+                None if v.get("about") is None else (int(v["about"][0]), int(v["about"][1])),
+                None if v.get("symbols") is None else int(v["symbols"]),
+            )
+            for g, v in (signalling or {}).items()
+            if isinstance(v, Mapping) and (v.get("about"), v.get("symbols")) != (None, None)
+        }
         self.listening = {
             g: (float(v["weight"]), (int(v["message"][0]), int(v["message"][1])))
             for g, v in (listening or {}).items()
@@ -155,13 +211,18 @@ class CommunicationBiases:
         return self.listening.get(group, (0.0,))[0] > 0
 
     def signalling_term(
-        self, group: str, dist: Any, weight: torch.Tensor | None
+        self, group: str, dist: Any, weight: torch.Tensor | None, obs: torch.Tensor
     ) -> torch.Tensor | float:
         """``group``'s weighted positive-signalling term for one minibatch (0.0 if none);
-        it reads only the action distribution."""
+        it reads the action distribution and, signalling about a key, the observations."""
         if not self.signals(group):
             return 0.0
-        return self.signalling[group] * signalling_loss(dist, weight, self.bounds.get(group))
+        scale = self.signalling[group]
+        if group in self.keyed:
+            about, symbols = self.keyed[group]
+            key = obs if about is None else obs[:, about[0] : about[1]]
+            return scale * keyed_signalling_loss(dist, key, weight, symbols)
+        return scale * signalling_loss(dist, weight, self.bounds.get(group))
 
     def loss(
         self,
@@ -173,16 +234,21 @@ class CommunicationBiases:
         weight: torch.Tensor | None,
     ) -> torch.Tensor | float:
         """The bias terms of ``group``'s actor loss for one minibatch (0.0 if none)."""
-        total = self.signalling_term(group, dist, weight)
+        total = self.signalling_term(group, dist, weight, obs)
         if self.listens(group):
             scale, message = self.listening[group]
             total = total + scale * listening_loss(actor, obs, dist, message, masks, weight)
         return total
 
 
-def validate_biases(signalling: Any, listening: Any, obs_spaces: Mapping[str, Any]) -> None:
-    """Reject bad bias settings with one line naming the value (``obs_spaces``: each
-    group's observation space)."""
+def validate_biases(
+    signalling: Any,
+    listening: Any,
+    obs_spaces: Mapping[str, Any],
+    action_spaces: Mapping[str, Any] | None = None,
+) -> None:
+    """Reject bad bias settings with one line naming the value (``obs_spaces`` and
+    ``action_spaces``: each group's observation and action space)."""
     groups = list(obs_spaces)
     obs_sizes = {
         g: s.shape[0] for g, s in obs_spaces.items() if s.shape is not None and len(s.shape) == 1
@@ -200,15 +266,8 @@ def validate_biases(signalling: Any, listening: Any, obs_spaces: Mapping[str, An
         for group in table:
             if group not in groups:
                 fail(f"{name}.{group}", table[group], f"unknown group '{group}'; {known}")
-    for group, w in (signalling or {}).items():
-        if not _is_real(w) or w < 0:
-            fail(f"signalling.{group}", w, "must be a number >= 0")
-    for group, v in (listening or {}).items():
-        if not isinstance(v, Mapping) or set(v) != {"weight", "message"}:
-            fail(f"listening.{group}", v, "must be {weight: W, message: [start, stop]}")
-        w, m = v["weight"], v["message"]
-        if not _is_real(w) or w < 0:
-            fail(f"listening.{group}.weight", w, "must be a number >= 0")
+
+    def check_columns(name: str, m: Any, group: str) -> None:
         size = obs_sizes.get(group)
         ok = (
             isinstance(m, list | tuple)
@@ -219,11 +278,45 @@ def validate_biases(signalling: Any, listening: Any, obs_spaces: Mapping[str, An
         )
         if not ok:
             bound = "" if size is None else f" <= {size} (the observation size)"
+            fail(name, m, f"must be [start, stop] with 0 <= start < stop{bound}")
+
+    for group, v in (signalling or {}).items():
+        if not isinstance(v, Mapping):
+            if not _is_real(v) or v < 0:
+                fail(f"signalling.{group}", v, "must be a number >= 0")
+            continue
+        if "weight" not in v or not set(v) <= {"weight", "about", "symbols"}:
             fail(
-                f"listening.{group}.message",
-                m,
-                f"must be [start, stop] with 0 <= start < stop{bound}",
+                f"signalling.{group}",
+                v,
+                "must be a weight or {weight: W, about: [start, stop], symbols: K}",
             )
+        if not _is_real(v["weight"]) or v["weight"] < 0:
+            fail(f"signalling.{group}.weight", v["weight"], "must be a number >= 0")
+        if v.get("about") is not None:
+            check_columns(f"signalling.{group}.about", v["about"], group)
+        space = (action_spaces or {}).get(group)
+        if (v.get("about"), v.get("symbols")) != (None, None) and isinstance(space, spaces.Box):
+            fail(f"signalling.{group}", v, "about and symbols need discrete messages, not Box")
+        k = v.get("symbols")
+        if k is not None:
+            n = space.n if isinstance(space, spaces.Discrete) else None
+            if space is not None and n is None:
+                fail(f"signalling.{group}.symbols", k, "needs a Discrete action space")
+            if not isinstance(k, int) or isinstance(k, bool) or k < 2 or (n and n % k):
+                whole = "" if n is None else f" dividing the {n} actions"
+                fail(f"signalling.{group}.symbols", k, f"must be an integer >= 2{whole}")
+    for group, v in (listening or {}).items():
+        if not isinstance(v, Mapping) or set(v) != {"weight", "message"}:
+            fail(f"listening.{group}", v, "must be {weight: W, message: [start, stop]}")
+        w, m = v["weight"], v["message"]
+        if not _is_real(w) or w < 0:
+            fail(f"listening.{group}.weight", w, "must be a number >= 0")
+        check_columns(f"listening.{group}.message", m, group)
+
+
+def _signalling_weight(v: Any) -> float:
+    return float(v["weight"] if isinstance(v, Mapping) else v)
 
 
 def _weights(dist: Any, weight: torch.Tensor | None) -> torch.Tensor:

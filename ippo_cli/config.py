@@ -82,8 +82,9 @@ class AlgorithmConfig:
     action_batch_size: int | None = None  # act on at most this many observations per pass
     total_steps: int = 500_000
     # Communication biases (ippo_cli/biases.py), opt-in per group id: signalling maps a
-    # speaker group to its weight, listening a listener group to {weight, message}.
-    signalling: dict[str, float] = field(default_factory=dict)
+    # speaker group to its weight (or {weight, about, symbols}), listening a listener
+    # group to {weight, message}.
+    signalling: dict[str, Any] = field(default_factory=dict)
     listening: dict[str, Any] = field(default_factory=dict)
 
 

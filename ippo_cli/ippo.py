@@ -114,7 +114,7 @@ class IPPO:
         accelerator: Any = None,
         torch_compiler: str | None = None,
         wrap: bool = True,
-        signalling: Mapping[str, float] | None = None,
+        signalling: Mapping[str, Any] | None = None,
         listening: Mapping[str, Any] | None = None,
     ) -> None:
         self.observation_spaces, self.action_spaces, self.agent_ids = _agent_spaces(
@@ -171,8 +171,8 @@ class IPPO:
             self.grouped_agents[group].append(agent)
         self._check_group_spaces()
         first_obs = {g: self.observation_spaces[a[0]] for g, a in self.grouped_agents.items()}
-        validate_biases(signalling, listening, first_obs)
         first_act = {g: self.action_spaces[a[0]] for g, a in self.grouped_agents.items()}
+        validate_biases(signalling, listening, first_obs, first_act)
         self.biases = CommunicationBiases(signalling, listening, first_act)
         # Networks are keyed by group when any group has several agents, else by agent.
         self.members = _members(self.agent_ids)

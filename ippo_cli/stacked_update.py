@@ -407,7 +407,7 @@ def _minibatch_terms(
     for i, group, actor, biases in signallers:
         own = _own_distribution(actor, i, head, log_std, mb.get("action_masks"))
         weight = None if chosen is None else chosen[i]
-        loss = loss + biases.signalling_term(group, own, weight)
+        loss = loss + biases.signalling_term(group, own, weight, mb["obs"][i])
     metrics = [policy_loss, value_loss, entropy, approx_kl, clip_frac]
     return loss, torch.stack([m.detach() for m in metrics], dim=1)
 

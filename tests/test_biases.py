@@ -13,6 +13,7 @@ from gymnasium import spaces
 from ippo_cli.biases import (
     MESSAGE_STD_FLOOR,
     CommunicationBiases,
+    keyed_signalling_loss,
     listening_loss,
     signalling_loss,
 )
@@ -34,6 +35,72 @@ def test_discrete_signalling_is_conditional_minus_average_message_entropy():
     # a row left out (weight 0) counts in neither term
     weight = torch.tensor([1.0, 0.0])
     assert signalling_loss(dist, weight).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def _mixed_entropy(p, share):
+    return float(np.dot(share, [_entropy(q) for q in p]))
+
+
+def test_keyed_signalling_is_message_entropy_given_the_key_minus_average_message_entropy():
+    # Discrete(6) = 3 moves x 2 symbols, mpe2's layout (action = move + 3 * symbol): the
+    # message is the symbol, each row's probability summed over its moves.
+    probs = torch.tensor(
+        [
+            [0.5, 0.2, 0.1, 0.1, 0.05, 0.05],  # says 0 with 0.8
+            [0.1, 0.6, 0.2, 0.05, 0.0, 0.05],  # 0.9
+            [0.1, 0.1, 0.1, 0.0, 0.6, 0.1],  # 0.3
+            [0.3, 0.3, 0.3, 0.05, 0.05, 0.0],  # 0.9
+        ]
+    )
+    key = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # 3 rows of one key
+    said = np.array([[0.8, 0.2], [0.9, 0.1], [0.3, 0.7], [0.9, 0.1]])
+    by_key = [said[[0, 1, 3]].mean(0), said[2]]
+    expected = _mixed_entropy(by_key, [0.75, 0.25]) - _entropy(said.mean(0))
+    dist = Categorical(probs.log())
+    assert keyed_signalling_loss(dist, key, symbols=2).item() == pytest.approx(expected, abs=1e-5)
+    # Weights leave rows out: without row 3 the keys hold two rows and one.
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    expected = _mixed_entropy([said[:2].mean(0), said[2]], [2 / 3, 1 / 3]) - _entropy(
+        said[:3].mean(0)
+    )
+    assert keyed_signalling_loss(dist, key, weight, symbols=2).item() == pytest.approx(
+        expected, abs=1e-5
+    )
+
+
+def test_keyed_signalling_is_minus_log_keys_for_a_one_to_one_code_and_zero_for_none():
+    key = torch.eye(3).repeat(2, 1)  # three keys, two rows each
+    code = torch.full((6, 3, 4), 1e-9)
+    for row in range(6):
+        code[row, row % 3, :] = torch.tensor([0.1, 0.2, 0.3, 0.4])  # symbol = key
+    code = Categorical(code.reshape(6, -1).log())  # 4 moves x 3 symbols, moves free
+    assert keyed_signalling_loss(code, key, symbols=3).item() == pytest.approx(
+        -math.log(3), abs=1e-4
+    )
+    same = torch.softmax(torch.randn(1, 12), -1).repeat(6, 1)  # says the same whatever the key
+    assert keyed_signalling_loss(Categorical(same.log()), key, symbols=3).item() == pytest.approx(
+        0.0, abs=1e-5
+    )
+
+
+def test_keyed_signalling_gradient_ties_the_message_to_the_key_and_ignores_the_moves():
+    torch.manual_seed(0)
+    key = torch.eye(2).repeat(4, 1)
+    logits = (0.1 * torch.randn(8, 2, 3)).requires_grad_(True)  # 3 moves x 2 symbols
+    keyed_signalling_loss(Categorical(logits.reshape(8, 6)), key, symbols=2).backward()
+    step = -logits.grad  # gradient descent direction
+    said_first = step[:, 0, :].mean(-1) - step[:, 1, :].mean(-1)
+    # Rows of one key move toward one symbol, rows of the other key toward the other.
+    assert (said_first[0::2] * said_first[1::2] < 0).all()
+    # Only what is said counts: moving probability between the moves of one symbol
+    # leaves the term as it was.
+    probs = torch.softmax(logits.detach().reshape(8, 6), -1).reshape(8, 2, 3)
+    moved = probs.sum(-1, keepdim=True) * torch.tensor([0.7, 0.2, 0.1])
+    before, after = (
+        keyed_signalling_loss(Categorical(p.reshape(8, 6).log()), key, symbols=2)
+        for p in (probs, moved)
+    )
+    assert after.item() == pytest.approx(before.item(), abs=1e-6)
 
 
 def test_gaussian_signalling_is_log_std_minus_half_log_det_of_the_mean_message_covariance():
@@ -219,6 +286,23 @@ def test_biases_survive_a_checkpoint(tmp_path):
         ({"signalling": {"speakr": 0.1}}, "signalling.speakr=0.1 is invalid: unknown group"),
         ({"signalling": {"speaker": -1.0}}, "signalling.speaker=-1.0 is invalid: must be"),
         ({"signalling": {"speaker": "x"}}, "signalling.speaker='x' is invalid"),
+        (
+            {"signalling": {"speaker": {"weight": 0.1, "about": [0, 4]}}},
+            "signalling.speaker.about=[0, 4] is invalid: must be [start, stop] with 0 <= "
+            "start < stop <= 3",
+        ),
+        (
+            {"signalling": {"speaker": {"weight": 0.1, "symbols": 2}}},
+            "signalling.speaker.symbols=2 is invalid: must be an integer >= 2 dividing the 3",
+        ),
+        (
+            {"signalling": {"speaker": {"weight": 0.1, "abut": [0, 3]}}},
+            "is invalid: must be a weight or {weight: W, about: [start, stop], symbols: K}",
+        ),
+        (
+            {"signalling": {"speaker": {"weight": -0.1, "about": [0, 3]}}},
+            "signalling.speaker.weight=-0.1 is invalid: must be a number >= 0",
+        ),
         ({"listening": {"listener": 0.1}}, "listening.listener=0.1 is invalid: must be {weight"),
         (
             {"listening": {"listener": {"weight": 0.1, "message": [8, 12]}}},
@@ -233,9 +317,18 @@ def test_bad_bias_settings_are_refused_naming_the_value(kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def test_keyed_signalling_is_refused_for_box_messages():
+    obs = {"speaker_0": spaces.Box(0, 1, (3,)), "listener_0": spaces.Box(-5, 5, (11,))}
+    act = {"speaker_0": spaces.Box(0, 1, (3,)), "listener_0": spaces.Discrete(5)}
+    for setting in ({"about": [0, 3]}, {"symbols": 3}):
+        signalling = {"speaker": {"weight": 0.1, **setting}}
+        with pytest.raises(ValueError, match="need discrete messages, not Box"):
+            IPPO(obs, act, ["speaker_0", "listener_0"], signalling=signalling)
+
+
 def test_cli_refuses_bad_bias_settings_in_one_line(tmp_path):
     override = "algorithm.signalling.speaker=-1"  # set by the tuned config: no +
-    message = "signalling.speaker=-1.0 is invalid: must be a number >= 0"
+    message = "signalling.speaker=-1 is invalid: must be a number >= 0"
     result = run_cli(["train", "env=speaker_listener", override], tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

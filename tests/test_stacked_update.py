@@ -39,6 +39,7 @@ def _fill(agent: IPPO, seed: int, steps: int = 24, envs: int = 4):
     for r in rollouts.values():
         for t in (r.obs, r.log_probs, r.values, r.rewards, r.last_values):
             t.normal_(generator=g)
+        r.obs[..., :2] = r.obs[..., :2].sign()  # few values, as a signalling key has
         r.ends.bernoulli_(0.05, generator=g)
         r.valid.fill_(True)
         r.chosen.bernoulli_(0.8, generator=g)
@@ -70,8 +71,9 @@ def _train(spec, stack: bool, **kwargs):
         (DISCRETE, {}),
         (BOX, {"signalling": {"speaker": 0.1}}),
         (DISCRETE, {"signalling": {"speaker": 0.1}}),
+        (DISCRETE, {"signalling": {"speaker": {"weight": 0.1, "about": [0, 2], "symbols": 3}}}),
     ],
-    ids=["box", "box-squashed", "discrete", "box-signalling", "discrete-signalling"],
+    ids=["box", "box-squashed", "discrete", "box-signalling", "discrete-signalling", "keyed"],
 )
 def test_stacked_update_matches_one_network_pair_at_a_time(spec, kwargs):
     stacked, stacked_metrics = _train(spec, stack=True, **kwargs)
