@@ -286,7 +286,7 @@ def main() -> None:
         "return": "deterministic evaluation on mpe2, summed over all agents of each agent's own "
         "mpe2 reward, per episode of the config's max_cycles (25 steps for every config); "
         "a team reward mpe2 gives every agent (all of simple_line's and simple_formation's, "
-        "the shared half of simple_spread's and simple_reference's, collect_treasure's "
+        "the shared part of simple_spread's and simple_reference's, collect_treasure's "
         "pickups and deliveries) is thus counted once per agent; published figures that "
         "divide by the number of agents or report one agent's copy are not comparable as is",
         "references": {"episodes": args.episodes, "seed": REFERENCE_SEED, "deterministic": True},

@@ -81,6 +81,9 @@ class AlgorithmConfig:
     update_epochs: int = 4  # PPO epochs per rollout
     action_batch_size: int | None = None  # act on at most this many observations per pass
     total_steps: int = 500_000
+    # Not in the reference: lr falls linearly over total_steps, from lr at the first update
+    # to lr / updates at the last (ippo_cli.trainer.Trainer.set_learning_rate).
+    anneal_lr: bool = False
     # Communication biases (ippo_cli/biases.py), opt-in per group id: signalling maps a
     # speaker group to its weight (or {weight, about, symbols}), listening a listener
     # group to {weight, message}.

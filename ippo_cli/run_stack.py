@@ -237,6 +237,8 @@ def update_together(trainers: Sequence[Trainer], others: Sequence[Trainer] = ())
     its own (:meth:`Trainer.judged_learning`): on cores that other processes hold, every
     trainer, and ``others`` that take turns with them, falls back to one thread."""
     first = trainers[0]
+    for t in trainers:
+        t.set_learning_rate()
     with first.judged_learning():
         metrics = update_agents(
             [t.agent for t in trainers],

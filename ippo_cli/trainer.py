@@ -145,6 +145,7 @@ def build_agent(
     ``torch_compiler``."""
     hyper = OmegaConf.to_container(cfg.algorithm, resolve=True)
     hyper.pop("total_steps")
+    hyper.pop("anneal_lr")
     hyper["torch_compiler"] = compile_mode
     first_of_group = {}
     for agent_id, space in zip(agent_ids, observation_spaces, strict=True):
@@ -518,8 +519,27 @@ class Trainer:
         if self.dist.parallel:
             distributed.shutdown()
 
+    def set_learning_rate(self) -> None:
+        """With ``algorithm.anneal_lr``, the learning rate of the coming update: the agent's
+        ``lr`` times the share of ``total_steps`` not yet learned from (CleanRL's linear
+        schedule: ``lr`` at the first update, ``lr / updates`` at the last), set in the
+        optimizers, which every update path (one network, a stack) reads. Under
+        hpo=evolution a member's lr is its own mutated hyperparameter, kept as it is."""
+        if not self.cfg.algorithm.anneal_lr or self.cfg.get("hpo") is not None:
+            return
+        learned = self.progress.env_steps - self.steps_per_rollout
+        lr = self.agent.lr * max(0.0, 1.0 - learned / self.total_steps)
+        agent = self.agent
+        for opt in (*agent.actor_optimizers.values(), *agent.critic_optimizers.values()):
+            for group in opt.param_groups:
+                if torch.is_tensor(group["lr"]):
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
+
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""
+        self.set_learning_rate()
         with self.judged_learning():
             return self.agent.update(self.rollouts, generator=self.generator)
 
