@@ -210,6 +210,9 @@ def test_simple_spread_trains_on_the_batched_backend(tmp_path):
 BATCHED_RUN = [
     "env=speaker_listener",
     "env.backend=batched",
+    # N steps resumed for N more equal 2N in one go only at a constant lr: an annealed one
+    # follows total_steps, which the resume below changes.
+    "algorithm.anneal_lr=false",
     "env.num_envs=16",
     "algorithm.learn_step=512",
     "eval_every=1024",
