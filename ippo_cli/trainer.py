@@ -532,10 +532,7 @@ class Trainer:
         agent = self.agent
         for opt in (*agent.actor_optimizers.values(), *agent.critic_optimizers.values()):
             for group in opt.param_groups:
-                if torch.is_tensor(group["lr"]):
-                    group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
+                group["lr"] = lr  # a float: the agent builds its Adams with lr=float
 
     def learn(self) -> dict[str, dict[str, float]]:
         """One update from the collected rollout."""

@@ -49,6 +49,14 @@ def probe_overrides(env_class: str, **kwargs) -> list[str]:
     return out
 
 
+def job_trainer(tmp_path: Path, name: str, overrides: list[str]):
+    """A trainer in its own run directory ``tmp_path / name``, made as Hydra makes a job's."""
+    from ippo_cli.trainer import Trainer
+
+    (tmp_path / name).mkdir()
+    return Trainer(train_config(overrides), tmp_path / name)
+
+
 def run_training(tmp_path: Path, overrides: list[str]):
     """Train in-process; returns the trainer (its agent and run directory)."""
     from ippo_cli.trainer import Trainer

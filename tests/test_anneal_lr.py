@@ -9,7 +9,7 @@ import pytest
 from ippo_cli import run_stack as run_stack_module
 from ippo_cli.run_stack import RunStack
 from ippo_cli.trainer import Trainer
-from tests.conftest import probe_overrides, train_config
+from tests.conftest import job_trainer, probe_overrides
 
 FOUR_UPDATES = [
     *probe_overrides("ObsRewardEnv", n_agents=2, episode_len=3),
@@ -25,8 +25,7 @@ FOUR_UPDATES = [
 
 
 def _trainer(tmp_path, name: str, overrides: list[str]) -> Trainer:
-    (tmp_path / name).mkdir()
-    return Trainer(train_config([*FOUR_UPDATES, *overrides]), tmp_path / name)
+    return job_trainer(tmp_path, name, [*FOUR_UPDATES, *overrides])
 
 
 def _optimizer_lrs(agent) -> set[float]:

@@ -19,7 +19,7 @@ from ippo_cli.run_stack import RunStack
 from ippo_cli.stacked_update import update_agents
 from ippo_cli.stacking import Job, plan_stacks, run_stack
 from ippo_cli.trainer import Trainer
-from tests.conftest import probe_overrides, train_config
+from tests.conftest import job_trainer, probe_overrides, train_config
 from tests.probe_envs import _box, _ProbeEnv
 
 ONE_UPDATE = [
@@ -46,11 +46,6 @@ class NanObsEnv(_ProbeEnv):
     def _obs(self, agent: str) -> np.ndarray:
         value = np.nan if self.t >= self.nan_at else 1.0
         return np.full(2, value, np.float32)
-
-
-def _trainer(tmp_path, name: str, overrides: list[str]) -> Trainer:
-    (tmp_path / name).mkdir()  # Hydra makes a job's run directory
-    return Trainer(train_config(overrides), tmp_path / name)
 
 
 def _params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -86,10 +81,10 @@ def test_a_member_of_a_stack_learns_what_it_learns_alone(tmp_path, env, device):
     seeds = [0, 1]
     solo = []
     for seed in seeds:
-        trainer = _trainer(tmp_path, f"solo{seed}", [*env, f"seed={seed}"])
+        trainer = job_trainer(tmp_path, f"solo{seed}", [*env, f"seed={seed}"])
         trainer.run()
         solo.append(trainer)
-    members = [_trainer(tmp_path, f"member{seed}", [*env, f"seed={seed}"]) for seed in seeds]
+    members = [job_trainer(tmp_path, f"member{seed}", [*env, f"seed={seed}"]) for seed in seeds]
     before = [_params(m) for m in members]
     summaries = RunStack(members).run()
     assert [s["status"] for s in summaries] == ["completed", "completed"]
@@ -109,8 +104,8 @@ def _rows(run_dir) -> list[dict[str, Any]]:
 
 
 def test_members_learning_rates_really_differ(tmp_path):
-    still = _trainer(tmp_path, "still", [*PROBE, "algorithm.lr=1e-12"])
-    moving = _trainer(tmp_path, "moving", [*PROBE, "algorithm.lr=1e-3"])
+    still = job_trainer(tmp_path, "still", [*PROBE, "algorithm.lr=1e-12"])
+    moving = job_trainer(tmp_path, "moving", [*PROBE, "algorithm.lr=1e-3"])
     before = [_params(m) for m in (still, moving)]
     RunStack([still, moving]).run()
     moved = [
@@ -123,8 +118,8 @@ def test_members_learning_rates_really_differ(tmp_path):
 def test_a_member_stopping_early_for_kl_does_not_hold_the_others_back(tmp_path):
     # A tiny target_kl: a member stops at its first minibatch whose KL is above zero; its
     # partner without a limit takes every minibatch step.
-    tight = _trainer(tmp_path, "tight", [*PROBE, "algorithm.target_kl=1e-9"])
-    free = _trainer(tmp_path, "free", PROBE)
+    tight = job_trainer(tmp_path, "tight", [*PROBE, "algorithm.target_kl=1e-9"])
+    free = job_trainer(tmp_path, "free", PROBE)
     RunStack([tight, free]).run()
     updates = [t.agent.last_metrics["agent"]["updates"] for t in (tight, free)]
     assert updates[0] < updates[1] == 2 * (64 // 16)
@@ -144,7 +139,7 @@ def test_a_stack_starved_of_cpu_learns_on_one_thread_for_every_member(tmp_path, 
 
     monkeypatch.setattr(run_stack_module, "update_agents", update)
     three = [*PROBE, "algorithm.total_steps=192"]
-    members = [_trainer(tmp_path, f"m{seed}", [*three, f"seed={seed}"]) for seed in (0, 1)]
+    members = [job_trainer(tmp_path, f"m{seed}", [*three, f"seed={seed}"]) for seed in (0, 1)]
     RunStack(members).run()
     assert seen == [2, 2, 1]  # the first update warms up, unjudged; the second starves
     assert [m.learn_threads for m in members] == [1, 1]
@@ -162,8 +157,8 @@ def test_a_failing_member_stops_alone_and_the_others_train_on(tmp_path):
         "algorithm.total_steps=128",
     ]
     good_env = [*probe_overrides("ObsRewardEnv", n_agents=1, episode_len=3), *ONE_UPDATE]
-    good = _trainer(tmp_path, "good", [*good_env, "algorithm.total_steps=128"])
-    bad = _trainer(tmp_path, "bad", nan_env)
+    good = job_trainer(tmp_path, "good", [*good_env, "algorithm.total_steps=128"])
+    bad = job_trainer(tmp_path, "bad", nan_env)
     summaries = RunStack([bad, good]).run()
     assert summaries[0]["status"] == "failed"
     assert "non-finite observation" in summaries[0]["error"]
