@@ -154,8 +154,8 @@ class EvolutionConfig:
     rl_hp_mut: float = 0.2
     mutation_sd: float = 0.1  # parameter noise, relative to each weight's magnitude
     # true: members whose rollouts agree in length train as one stack in this process
-    # (ippo_cli.stacked_update); false: one after another (faster today, see docs/evolution.md).
-    stacked: bool = False
+    # (ippo_cli.stacked_update); false: one after another (the same population, slower).
+    stacked: bool = True
     parallel: bool = False  # gone (a warning says so): stacking replaced member processes
     hp_config: dict[str, Any] = field(default_factory=_default_ranges)
 

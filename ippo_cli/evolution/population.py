@@ -43,7 +43,7 @@ log = logging.getLogger("ippo")
 
 PARALLEL_GONE = (
     "hpo.parallel is gone and ignored: the population trains in this process, as one stack "
-    "(hpo.stacked=true) or member by member (the default); remove hpo.parallel"
+    "(hpo.stacked=true, the default) or member by member; remove hpo.parallel"
 )
 RECENT_FITNESS = 10  # evaluations per member that hpo.target_score is compared with
 
