@@ -242,7 +242,7 @@ def update_stack(
     optimizer = (
         _FusedAdam(adam, hyper.lr, step, stack.device)
         if hyper.uniform
-        else _RowAdam(adam, hyper.lr, step, 2 * g, stack.device)
+        else _RowAdam(adam, hyper.lr, step, 2 * g, stack.device, first.torch_compiler)
     )
 
     data = _stacked_batch([batches[k][i] for k, i in keys], box)
@@ -353,34 +353,60 @@ class _FusedAdam:
 class _RowAdam:
     """Adam with one learning rate and one step count per row of the stack: rows whose
     pair has stopped (``learning`` False) keep their parameters and moments. The same
-    arithmetic as torch's Adam, as one batched expression for all rows."""
+    arithmetic as torch's Adam, as one batched expression for all rows (compiled with
+    the learner: eager, its dozen elementwise passes over the stack cost as much as a
+    tenth of a sweep's update)."""
 
     def __init__(
-        self, adam: dict[str, Any], lr: torch.Tensor | float, step: float, rows: int, device
+        self,
+        adam: dict[str, Any],
+        lr: torch.Tensor | float,
+        step: float,
+        rows: int,
+        device,
+        compiler: str | None = None,
     ) -> None:
-        self.beta1, self.beta2 = adam["betas"]
-        self.eps, self.lr = adam["eps"], lr
         # Learning rates (see _Rows), step counts and bias corrections in double
         # precision, as torch's fused kernel computes them, then the same float32
-        # expression.
+        # expression. A tensor learning rate even when all rows share one: a compiled
+        # step would otherwise be rebuilt for each value an annealed rate takes.
+        self.lr = torch.as_tensor(lr, dtype=torch.float64, device=device).expand(rows, 1)
+        self.constants = (*adam["betas"], adam["eps"])
         self.steps = torch.full((rows, 1), step, dtype=torch.float64, device=device)
+        self._step = maybe_compiled(_row_adam_step, compiler)
 
     def step(self, flat, grad, exp_avg, exp_avg_sq, learning) -> None:
         live = learning.unsqueeze(1)
         self.steps += live
-        new_avg = torch.lerp(exp_avg, grad, 1 - self.beta1)
-        new_sq = exp_avg_sq * self.beta2 + (1 - self.beta2) * grad * grad
-        steps = self.steps.clamp(min=1)
-        step_size = (self.lr / (1 - self.beta1**steps)).float()
-        bias2_sqrt = (1 - self.beta2**steps).sqrt().float()
-        denom = new_sq.sqrt() / bias2_sqrt + self.eps
-        moved = flat - step_size * (new_avg / denom)
-        flat.copy_(torch.where(live, moved, flat))
-        exp_avg.copy_(torch.where(live, new_avg, exp_avg))
-        exp_avg_sq.copy_(torch.where(live, new_sq, exp_avg_sq))
+        self._step(flat, grad, exp_avg, exp_avg_sq, live, self.steps, self.lr, *self.constants)
 
     def step_of(self, row: int) -> torch.Tensor:
         return self.steps[row, 0].float()
+
+
+def _row_adam_step(
+    flat: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    live: torch.Tensor,
+    steps: torch.Tensor,
+    lr: torch.Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """One :class:`_RowAdam` step, in place; ``live``, ``steps`` and ``lr`` per row."""
+    new_avg = torch.lerp(exp_avg, grad, 1 - beta1)
+    new_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+    steps = steps.clamp(min=1)
+    step_size = (lr / (1 - beta1**steps)).float()
+    bias2_sqrt = (1 - beta2**steps).sqrt().float()
+    denom = new_sq.sqrt() / bias2_sqrt + eps
+    moved = flat - step_size * (new_avg / denom)
+    flat.copy_(torch.where(live, moved, flat))
+    exp_avg.copy_(torch.where(live, new_avg, exp_avg))
+    exp_avg_sq.copy_(torch.where(live, new_sq, exp_avg_sq))
 
 
 def _minibatch_terms(

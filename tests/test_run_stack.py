@@ -242,25 +242,34 @@ def _experiences(agent, seed: int, steps: int = 32, envs: int = 2):
     )
 
 
-def test_learn_together_leaves_each_agent_as_its_own_learn_does():
+@pytest.mark.parametrize("compiler", [None, "default"], ids=["eager", "compiled"])
+def test_learn_together_leaves_each_agent_as_its_own_learn_does(compiler):
+    # Two learning rates and a KL limit: the stack steps Adam row by row (_RowAdam),
+    # compiled with the minibatch terms when the agents compile.
     from ippo_cli import learn_together
+    from ippo_cli.compiled import compiled as compile_once
 
     settings = [{"lr": 1e-2}, {"lr": 3e-3, "target_kl": 2e-3, "ent_coef": 0.05}]
     alone = [_api_agent(**s) for s in settings]
-    together = [_api_agent(**s) for s in settings]
+    together = [_api_agent(**s, torch_compiler=compiler) for s in settings]
+    compile_once.cache_clear()
     data = [_experiences(a, seed) for seed, a in enumerate(alone)]
     torch.manual_seed(7)  # the shuffles: each agent's drawn in turn, as learn() draws them
     expected = [agent.learn(d) for agent, d in zip(alone, data, strict=True)]
     torch.manual_seed(7)
     got = learn_together(together, data)
+    # The minibatch terms and the row-wise Adam step, or nothing eager.
+    assert compile_once.cache_info().currsize == (0 if compiler is None else 2)
+    # A compiled forward pass rounds differently from the eager one.
+    rtol, atol = (1e-5, 1e-6) if compiler is None else (1e-4, 1e-5)
     for solo, member, want, have in zip(alone, together, expected, got, strict=True):
         assert have.keys() == want.keys()
         for key in want:
-            assert have[key] == pytest.approx(want[key], rel=1e-4)
+            assert have[key] == pytest.approx(want[key], rel=1e-4, abs=atol)
         assert solo.last_metrics["a"]["updates"] == member.last_metrics["a"]["updates"]
         for name, p in solo.actors["a"].state_dict().items():
             torch.testing.assert_close(
-                member.actors["a"].state_dict()[name], p, rtol=1e-5, atol=1e-6
+                member.actors["a"].state_dict()[name], p, rtol=rtol, atol=atol
             )
     # The KL limit stopped the second agent early; the first took every step.
     assert together[1].last_metrics["a"]["updates"] < together[0].last_metrics["a"]["updates"]
