@@ -11,8 +11,11 @@ and stacked.png.
   (`hpo.stacked=false`): env steps per second.
 - scaling: env steps/s (summed over members) for 1, 2, 4, 8, 16 members of one stack, and
   each run's peak memory (resident set of the largest process).
+- floor: per member and rollout, collect and update time alone and in a stack of 8, and
+  the update's network floor (benchmarks/stacked_floor.py): why a stack of tuned
+  speaker_listener runs saves little.
 
-    python -m benchmarks.stacked [--quick] [--only seeds,sweep,evolution,scaling]
+    python -m benchmarks.stacked [--quick] [--only seeds,sweep,evolution,scaling,floor]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.stacked_floor import floor
 from ippo_cli.files import write_json
 from ippo_cli.plots import figure, label
 
@@ -212,10 +216,13 @@ def plot(scale: dict, out: Path) -> None:
         )
 
 
+PARTS = {"seeds": seeds, "sweep": sweep, "evolution": evolution, "scaling": scaling, "floor": floor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short budgets (minutes)")
-    parser.add_argument("--only", default="seeds,sweep,evolution,scaling")
+    parser.add_argument("--only", default="seeds,sweep,evolution,scaling,floor")
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/stacked"))
     parser.add_argument(
         "--algorithm", default="", help="scaling with this algorithm option (e.g. ippo)"
@@ -224,11 +231,15 @@ def main() -> None:
     # Absolute: each command runs in its runs directory, and names its run directory.
     args.runs_dir = args.runs_dir.resolve()
     chosen = args.only.split(",")
+    unknown = [name for name in chosen if name not in PARTS]
+    if unknown:
+        parser.error(f"--only {','.join(unknown)}: no such part; parts: {','.join(PARTS)}")
     budget = {
         "seeds": 200_000 if args.quick else 2_000_000,
         "sweep": 20_000 if args.quick else 100_000,
         "evolution": 262_144 if args.quick else 1_048_576,
         "scaling": 65_536 if args.quick else 262_144,
+        "floor": 4 if args.quick else 12,  # timed rollouts
     }
     path = RESULTS / "stacked.json"
     result = json.loads(path.read_text()) if path.exists() else {}
@@ -236,7 +247,7 @@ def main() -> None:
         print(f"stacked: {name}", flush=True)
         kwargs = {"algorithm": args.algorithm} if name == "scaling" and args.algorithm else {}
         key = f"scaling_{args.algorithm}" if kwargs else name
-        part = globals()[name](args.runs_dir / key, budget[name], **kwargs)
+        part = PARTS[name](args.runs_dir / key, budget[name], **kwargs)
         result[key] = {**part, "date": time.strftime("%Y-%m-%d"), "quick": args.quick}
     result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
