@@ -200,14 +200,26 @@ def scaling(runs: Path, steps: int, counts=(1, 2, 4, 8, 16), algorithm: str = ""
     return {"steps_per_member": steps, "algorithm": algorithm or "speaker_listener", "runs": out}
 
 
-def plot(scale: dict, out: Path) -> None:
-    members = [r["members"] for r in scale["runs"]]
-    rate = [r["env_steps_per_s"] for r in scale["runs"]]
+def plot(result: dict, out: Path) -> None:
+    """Env steps/s against members, with the tuned defaults and (when measured) the
+    reference's, each against its run alone."""
+    series = [("tuned", result.get("scaling")), ("algorithm=ippo", result.get("scaling_ippo"))]
     with figure(out, size=(6, 4)) as ax:
-        ax.plot(members, rate, marker="o", label="one stack")
-        one = [rate[0]] * len(members)
-        ax.plot(members, one, ls="--", color="gray", label="one run at a time")
+        for name, scale in series:
+            if not scale:
+                continue
+            members = [r["members"] for r in scale["runs"]]
+            rate = [r["env_steps_per_s"] for r in scale["runs"]]
+            (line,) = ax.plot(members, rate, marker="o", label=f"{name}: one stack")
+            ax.plot(
+                members,
+                [rate[0]] * len(members),
+                ls="--",
+                color=line.get_color(),
+                label=f"{name}: one run alone",
+            )
         ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
         label(
             ax,
             "members in the stack",
@@ -252,8 +264,8 @@ def main() -> None:
     result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json(path, result)
-    if "scaling" in result:
-        plot(result["scaling"], RESULTS / "stacked.png")
+    if "scaling" in result or "scaling_ippo" in result:
+        plot(result, RESULTS / "stacked.png")
 
 
 if __name__ == "__main__":
