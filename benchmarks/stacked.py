@@ -234,7 +234,7 @@ PARTS = {"seeds": seeds, "sweep": sweep, "evolution": evolution, "scaling": scal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short budgets (minutes)")
-    parser.add_argument("--only", default="seeds,sweep,evolution,scaling,floor")
+    parser.add_argument("--only", default=",".join(PARTS))
     parser.add_argument("--runs-dir", type=Path, default=Path("outputs/bench/stacked"))
     parser.add_argument(
         "--algorithm", default="", help="scaling with this algorithm option (e.g. ippo)"

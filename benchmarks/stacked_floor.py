@@ -24,13 +24,14 @@ from ippo_cli.run_stack import collect_together, update_together
 from ippo_cli.trainer import Trainer
 
 WARM_UP = 2
+THREADS = 2  # for learning, as `ippo train` takes on this machine
 OVERRIDES = [
     "env=speaker_listener",
     "logger=none",
     "progress=false",
     "eval_every=0",
     "hardware.torch_compile=default",
-    "hardware.learn_threads=2",
+    f"hardware.learn_threads={THREADS}",
 ]
 
 
@@ -123,7 +124,7 @@ def _network_floor(trainers: list[Trainer], repeats: int = 3) -> float:
         stack.forward(x).sum().backward()
 
     compiled = torch.compile(passes)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     for _ in range(3):
         compiled()
     best = float("inf")
